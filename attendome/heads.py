@@ -1,0 +1,137 @@
+"""Score every head of one model for every requested head type.
+
+All ``pattern`` scorers share the same forward passes over the repeated-random-token probe: each
+layer's attention is reduced to per-sequence scores inside the hook and then dropped, so memory is
+bounded by one layer's attention map. Per-sequence scores give the mean and its standard error.
+Scores that do not apply to the model (e.g. induction in a bidirectional encoder) are NaN rows with
+a reason, never zeros.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from attendome import scorers as S
+from attendome.capture import base_model, capture_attention
+from attendome.models import LoadedModel
+from attendome.params import HeadsParams, ProbeParams
+from attendome.probes import RepeatedTokenProbe, make_repeated_tokens
+from attendome.tables import validate_scores
+
+__all__ = ["not_applicable_reason", "run_pattern_scorers", "score_model", "rows_from_samples"]
+
+
+def not_applicable_reason(scorer: S.Scorer, lm: LoadedModel) -> str:
+    """Why ``scorer`` is undefined for this model ('' when it applies)."""
+    if scorer.causal_only and not lm.is_causal:
+        return "bidirectional encoder: every token sees the next one, so the score is undefined"
+    if scorer.needs_unembedding and not lm.has_unembedding:
+        return "model has no unembedding (LM head): the score is undefined"
+    return ""
+
+
+@torch.no_grad()
+def run_pattern_scorers(
+    lm: LoadedModel,
+    probe: RepeatedTokenProbe,
+    names: Sequence[str],
+    batch_size: int,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Per-sequence pattern scores for every head.
+
+    Args:
+        lm: the loaded model.
+        probe: repeated-token sequences.
+        names: pattern scorer names.
+        batch_size: sequences per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        ``{name: array (num_samples, n_layers, n_heads)}``.
+    """
+    fns = {n: S.get(n).fn for n in names}
+    n_samples = probe.tokens.shape[0]
+    out = {n: np.full((n_samples, lm.n_layers, lm.n_heads), np.nan, dtype=np.float64) for n in names}
+    if not names:
+        return out
+    body = base_model(lm.model)
+    device = lm.device
+    cur = slice(0, 0)
+
+    def on_layer(layer: int, attn: torch.Tensor) -> None:  # attn: (batch, heads, T, T)
+        for n, fn in fns.items():
+            out[n][cur, layer, :] = fn(attn, probe.layout).float().cpu().numpy()
+
+    with capture_attention(body, on_layer):
+        starts = range(0, n_samples, batch_size)
+        for s in tqdm(starts, desc=f"{lm.key}: repeated-token probe", disable=not progress, unit="batch"):
+            cur = slice(s, min(s + batch_size, n_samples))
+            ids = probe.tokens[cur].to(device)  # (batch, T)
+            body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    return out
+
+
+def rows_from_samples(
+    lm: LoadedModel, name: str, samples: np.ndarray, method: str, settings: dict
+) -> list[dict]:
+    """Long-format rows (mean and standard error over axis 0) for one scorer."""
+    scorer = S.get(name)
+    n = samples.shape[0]
+    mean = samples.mean(axis=0)  # (layers, heads)
+    se = samples.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full_like(mean, np.nan)
+    rows = []
+    for layer in range(samples.shape[1]):
+        for head in range(samples.shape[2]):
+            rows.append(dict(model=lm.key, layer=layer, head=head, score_name=name,
+                             value=float(mean[layer, head]), stderr=float(se[layer, head]), n=n,
+                             method=method, settings=json.dumps(settings, sort_keys=True),
+                             scorer_version=scorer.version, reason=""))
+    return rows
+
+
+def _nan_rows(lm: LoadedModel, name: str, reason: str) -> list[dict]:
+    scorer = S.get(name)
+    return [dict(model=lm.key, layer=layer, head=head, score_name=name, value=float("nan"),
+                 stderr=float("nan"), n=0, method="n/a", settings="{}",
+                 scorer_version=scorer.version, reason=reason)
+            for layer in range(lm.n_layers) for head in range(lm.n_heads)]
+
+
+def score_model(lm: LoadedModel, params: HeadsParams, progress: bool = True) -> pd.DataFrame:
+    """Score all heads of ``lm`` for every scorer in ``params.scorers``.
+
+    Returns:
+        A validated long table (:data:`attendome.tables.SCORE_COLUMNS`).
+    """
+    rows: list[dict] = []
+    pattern, other = [], []
+    for name in params.scorers:
+        scorer = S.get(name)
+        reason = not_applicable_reason(scorer, lm)
+        if reason:
+            rows += _nan_rows(lm, name, reason)
+        elif scorer.kind == "pattern":
+            pattern.append(name)
+        else:
+            other.append(name)
+
+    pp: ProbeParams = params.probe
+    if pattern:
+        probe = make_repeated_tokens(lm.tokenizer, pp.num_samples, pp.seq_len, pp.seed)
+        settings = dict(probe="repeated_tokens", num_samples=pp.num_samples, seq_len=pp.seq_len,
+                        seed=pp.seed, prefix=list(probe.prefix), suffix=list(probe.suffix),
+                        bos_prepended=probe.bos_prepended)
+        samples = run_pattern_scorers(lm, probe, pattern, pp.batch_size, progress)
+        for name in pattern:
+            rows += rows_from_samples(lm, name, samples[name], "probe:repeated_tokens", settings)
+    for name in other:
+        rows += S.get(name).fn(lm, params, progress=progress)
+    return validate_scores(pd.DataFrame(rows))
