@@ -1,0 +1,10 @@
+"""The seed's dataset API, kept for its users, as a thin layer over :mod:`attendome.heads`.
+
+``InductionHeadClassifier`` and ``ModelLoader`` behave as in the seed README; the scores are the
+same numbers the ``heads`` DVC stage writes (same probe, same scorer registry).
+"""
+
+from attendome.dataset.classifier import InductionHeadClassifier, classify_scores
+from attendome.dataset.loader import ModelLoader
+
+__all__ = ["InductionHeadClassifier", "ModelLoader", "classify_scores"]

@@ -1,0 +1,53 @@
+"""Benchmarks (pytest-benchmark; measured, never asserted on time).
+
+Run: ``pytest tests/benchmarks --benchmark-enable --benchmark-columns=mean,stddev,rounds``.
+Compares scoring all heads of SmolLM2-135M on the repeated-token probe (eager attention + hooks)
+with a plain forward pass over the same tokens (sdpa, no attention output).
+"""
+
+import pytest
+import torch
+
+from attendome.capture import base_model
+from attendome.heads import run_pattern_scorers
+from attendome.models import load_model
+from attendome.params import load_params
+from attendome.probes import make_repeated_tokens
+
+pytestmark = pytest.mark.integration
+N, L, B = 16, 50, 16
+
+
+@pytest.fixture(scope="module")
+def lm():
+    m = load_model("smollm2-135m", load_params("params.yaml"))
+    yield m
+    m.release()
+
+
+@pytest.fixture(scope="module")
+def probe(lm):
+    return make_repeated_tokens(lm.tokenizer, N, L, 0)
+
+
+def test_bench_score_repeated_token_probe(benchmark, lm, probe):
+    lm.model.set_attn_implementation("eager")
+    names = ["induction", "previous_token", "duplicate_token"]
+    out = benchmark.pedantic(run_pattern_scorers, args=(lm, probe, names, B, False), rounds=3, iterations=1)
+    assert out["induction"].shape == (N, lm.n_layers, lm.n_heads)
+
+
+def test_bench_plain_sdpa_forward_reference(benchmark, lm, probe):
+    lm.model.set_attn_implementation("sdpa")
+    body = base_model(lm.model)
+
+    @torch.no_grad()
+    def fwd():
+        for s in range(0, N, B):
+            ids = probe.tokens[s:s + B]
+            body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+
+    try:
+        benchmark.pedantic(fwd, rounds=3, iterations=1)
+    finally:
+        lm.model.set_attn_implementation("eager")

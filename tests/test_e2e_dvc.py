@@ -1,0 +1,81 @@
+"""End-to-end tier: `dvc repro` in a temporary git repo on tiny params; a second repro does nothing."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODELS = ["smollm2-135m", "minilm-l6"]
+
+
+def _run(cmd, cwd, env):
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res.stdout + res.stderr
+
+
+def tiny_params() -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["models"] = {k: raw["models"][k] for k in TINY_MODELS}
+    raw["heads"]["probe"].update(num_samples=4, seq_len=12, batch_size=4)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    for item in ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, d / item)
+    (d / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(d), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    _run(["git", "init", "-q"], d, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], d, env)
+    _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], d, env)
+    _run(["git", "add", "-A"], d, env)
+    _run(["git", "commit", "-qm", "init"], d, env)
+    first = _run([sys.executable, "-m", "dvc", "repro"], d, env)
+    return d, env, first
+
+
+def test_repro_produces_the_atlas(repo):
+    d, _, first = repo
+    for key in TINY_MODELS:
+        assert f"heads@{key}" in first
+        t = pd.read_parquet(d / f"data/heads/{key}.parquet")
+        assert {"model", "layer", "head", "score_name", "value", "stderr"} <= set(t.columns)
+        assert json.loads((d / f"metrics/heads/{key}.json").read_text())["counts"]
+    atlas = pd.read_parquet(d / "data/atlas.parquet")
+    assert set(atlas["model"]) == set(TINY_MODELS)
+    assert set(atlas["label"]) <= {"high", "medium", "low", "n/a"}
+    m = json.loads((d / "metrics/atlas.json").read_text())
+    assert set(m["models"]) == set(TINY_MODELS)
+    pngs = sorted(p.name for p in (d / "plots/atlas").glob("*.png"))
+    assert "smollm2-135m__induction.png" in pngs and len(pngs) == 2 * 3
+
+
+def test_second_repro_does_nothing(repo):
+    d, env, _ = repo
+    out = _run([sys.executable, "-m", "dvc", "repro"], d, env)
+    assert "Running stage" not in out
+    status = _run([sys.executable, "-m", "dvc", "status"], d, env)
+    assert "up to date" in status.lower()
+
+
+def test_metrics_show_reads_the_metrics(repo):
+    d, env, _ = repo
+    out = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], d, env)
+    assert "metrics/atlas.json" in out
