@@ -86,9 +86,39 @@ def model_summary(labelled: pd.DataFrame, k: int, pcts: Sequence[float] = ()) ->
     return out
 
 
+OVERLAP_PAIRS = (("induction", "retrieval"), ("induction", "retrieval_tf"), ("induction", "copying"),
+                 ("induction", "copying_ov"))
+
+
+def overlap(labelled: pd.DataFrame, a: str, b: str, k: int) -> dict | None:
+    """How much two head types coincide in one model.
+
+    Returns:
+        ``{"k", "top_k_intersection", "top_k_jaccard", "spearman"}``: the size and Jaccard index
+        ([0, 1], higher = more shared) of the two top-k head sets, and the Spearman rank correlation
+        ([-1, 1]) of the two scores over all heads; None when either score is undefined.
+    """
+    wide = labelled.pivot_table(index=["layer", "head"], columns="score_name", values="value")
+    if a not in wide or b not in wide or wide[a].isna().all() or wide[b].isna().all():
+        return None
+    ta = set(wide[a].dropna().nlargest(k).index)
+    tb = set(wide[b].dropna().nlargest(k).index)
+    both = wide[[a, b]].dropna()
+    rho = float(both[a].rank().corr(both[b].rank())) if len(both) > 2 else float("nan")
+    return {"k": k, "top_k_intersection": len(ta & tb), "top_k_jaccard": round(len(ta & tb) / len(ta | tb), 4),
+            "spearman": round(rho, 4)}
+
+
 def atlas_summary(atlas: pd.DataFrame, k: int, pcts: Sequence[float]) -> dict:
-    """Metrics of the whole atlas, per model (for ``metrics/atlas.json``)."""
-    return {"models": {m: model_summary(g, k, pcts) for m, g in atlas.groupby("model", sort=True)}}
+    """Metrics of the whole atlas, per model (for ``metrics/atlas.json``), with head-type overlaps."""
+    out = {}
+    for m, g in atlas.groupby("model", sort=True):
+        summ = model_summary(g, k, pcts)
+        ov = {f"{a}~{b}": o for a, b in OVERLAP_PAIRS if (o := overlap(g, a, b, k)) is not None}
+        if ov:
+            summ["overlap"] = ov
+        out[m] = summ
+    return {"models": out}
 
 
 def plot_heatmaps(atlas: pd.DataFrame, outdir: str | Path) -> list[Path]:
@@ -107,7 +137,10 @@ def plot_heatmaps(atlas: pd.DataFrame, outdir: str | Path) -> list[Path]:
     written = []
     for (model, name), g in atlas.groupby(["model", "score_name"], sort=True):
         grid = g.pivot(index="layer", columns="head", values="value").sort_index()
-        lo, hi = S.get(name).value_range if name in S.REGISTRY else (np.nanmin(grid), np.nanmax(grid))
+        lo, hi = S.get(name).value_range if name in S.REGISTRY else (-np.inf, np.inf)
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # unbounded score (copying z): symmetric scale
+            m = float(np.nanmax(np.abs(grid.to_numpy(dtype=float)))) if grid.notna().any().any() else 1.0
+            lo, hi = -m, m
         fig, ax = plt.subplots(figsize=(max(4, 0.35 * grid.shape[1] + 2), max(3, 0.22 * grid.shape[0] + 1.5)))
         cmap = "RdBu_r" if lo < 0 else "viridis"
         im = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap=cmap, vmin=lo, vmax=hi,

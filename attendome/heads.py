@@ -19,21 +19,23 @@ import torch
 from tqdm.auto import tqdm
 
 from attendome import scorers as S
-from attendome.capture import base_model, capture_attention
+from attendome.capture import attention_modules, base_model, capture_attention
 from attendome.models import LoadedModel
 from attendome.params import HeadsParams, ProbeParams
 from attendome.probes import RepeatedTokenProbe, make_repeated_tokens
 from attendome.tables import validate_scores
 
-__all__ = ["not_applicable_reason", "run_pattern_scorers", "score_model", "rows_from_samples"]
+__all__ = ["not_applicable_reason", "run_pattern_scorers", "score_model", "rows_from_samples", "nan_rows"]
+
+PROBE_KINDS = ("pattern", "head_output")
 
 
 def not_applicable_reason(scorer: S.Scorer, lm: LoadedModel) -> str:
     """Why ``scorer`` is undefined for this model ('' when it applies)."""
-    if scorer.causal_only and not lm.is_causal:
-        return "bidirectional encoder: every token sees the next one, so the score is undefined"
     if scorer.needs_unembedding and not lm.has_unembedding:
         return "model has no unembedding (LM head): the score is undefined"
+    if scorer.causal_only and not lm.is_causal:
+        return "bidirectional encoder: every token sees the next one, so the score is undefined"
     return ""
 
 
@@ -45,37 +47,64 @@ def run_pattern_scorers(
     batch_size: int,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Per-sequence pattern scores for every head.
+    """Per-sequence scores of every probe scorer (``pattern`` and ``head_output`` kinds), one pass.
+
+    ``pattern`` scorers see each layer's attention; ``head_output`` scorers (behavioural copying)
+    also see the per-head attention outputs, captured by a pre-hook on the layer's output
+    projection. Everything is reduced inside the hooks, layer by layer.
 
     Args:
         lm: the loaded model.
         probe: repeated-token sequences.
-        names: pattern scorer names.
+        names: scorer names.
         batch_size: sequences per forward pass.
         progress: show a progress bar.
 
     Returns:
         ``{name: array (num_samples, n_layers, n_heads)}``.
     """
-    fns = {n: S.get(n).fn for n in names}
+    scorers = {n: S.get(n) for n in names}
     n_samples = probe.tokens.shape[0]
     out = {n: np.full((n_samples, lm.n_layers, lm.n_heads), np.nan, dtype=np.float64) for n in names}
     if not names:
         return out
     body = base_model(lm.model)
     device = lm.device
-    cur = slice(0, 0)
+    state: dict = {"slice": slice(0, 0), "tokens": None, "z": {}}
+    head_output = [n for n, sc in scorers.items() if sc.kind == "head_output"]
+    ctx = None
+    hooks = []
+    if head_output:
+        from attendome.circuits import out_proj
+        from attendome.copying import CopyingContext
+
+        ctx = CopyingContext.build(lm)
+        for layer, mod in enumerate(attention_modules(body)):
+            def pre(_m, args, layer=layer):  # args[0]: (batch, T, heads * d_head)
+                state["z"][layer] = args[0].detach()
+            hooks.append(out_proj(mod).register_forward_pre_hook(pre))
 
     def on_layer(layer: int, attn: torch.Tensor) -> None:  # attn: (batch, heads, T, T)
-        for n, fn in fns.items():
-            out[n][cur, layer, :] = fn(attn, probe.layout).float().cpu().numpy()
+        cur = state["slice"]
+        for n, sc in scorers.items():
+            if sc.kind == "pattern":
+                val = sc.fn(attn, probe.layout)
+            else:
+                val = sc.fn(attn, probe.layout, z=state["z"].pop(layer), tokens=state["tokens"],
+                            layer=layer, ctx=ctx)
+            out[n][cur, layer, :] = val.float().cpu().numpy()
 
-    with capture_attention(body, on_layer):
-        starts = range(0, n_samples, batch_size)
-        for s in tqdm(starts, desc=f"{lm.key}: repeated-token probe", disable=not progress, unit="batch"):
-            cur = slice(s, min(s + batch_size, n_samples))
-            ids = probe.tokens[cur].to(device)  # (batch, T)
-            body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    try:
+        with capture_attention(body, on_layer):
+            starts = range(0, n_samples, batch_size)
+            for s in tqdm(starts, desc=f"{lm.key}: repeated-token probe", disable=not progress, unit="batch"):
+                state["slice"] = slice(s, min(s + batch_size, n_samples))
+                ids = probe.tokens[state["slice"]].to(device)  # (batch, T)
+                state["tokens"] = ids.cpu()
+                body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
     return out
 
 
@@ -97,7 +126,7 @@ def rows_from_samples(
     return rows
 
 
-def _nan_rows(lm: LoadedModel, name: str, reason: str) -> list[dict]:
+def nan_rows(lm: LoadedModel, name: str, reason: str) -> list[dict]:
     scorer = S.get(name)
     return [dict(model=lm.key, layer=layer, head=head, score_name=name, value=float("nan"),
                  stderr=float("nan"), n=0, method="n/a", settings="{}",
@@ -117,8 +146,8 @@ def score_model(lm: LoadedModel, params: HeadsParams, progress: bool = True) -> 
         scorer = S.get(name)
         reason = not_applicable_reason(scorer, lm)
         if reason:
-            rows += _nan_rows(lm, name, reason)
-        elif scorer.kind == "pattern":
+            rows += nan_rows(lm, name, reason)
+        elif scorer.kind in PROBE_KINDS:
             pattern.append(name)
         else:
             other.append(name)

@@ -145,7 +145,6 @@ class RetrievalParams(_Frozen):
     needle_words: int = 6
     max_new_tokens: int = 12
     seed: int = 0
-    mode: Literal["teacher_forced", "generation", "both"] = "both"
 
     @field_validator("context_lengths")
     @classmethod

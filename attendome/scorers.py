@@ -6,8 +6,11 @@ A scorer turns what a model does into one number per head. Three kinds exist:
   repeated-random-token probe: ``fn(attn, layout) -> per-sequence scores``, with
   ``attn`` of shape ``(batch, heads, query, key)`` and the result ``(batch, heads)``.
   The probe runner averages them over sequences and reports the standard error.
-* ``weights`` scorers read only the weights (no forward pass).
-* ``behaviour`` scorers run their own probe through the model.
+* ``head_output`` scorers also see each head's own output on the same probe (behavioural copying):
+  ``fn(attn, layout, z=..., tokens=..., layer=..., ctx=...)``.
+* ``weights`` scorers read only the weights (no forward pass): ``fn(model, params) -> rows``.
+* ``behaviour`` scorers run their own probe through the model (retrieval):
+  ``fn(model, params) -> rows``.
 
 Register with :func:`register`; duplicate names are refused and unknown names are answered with
 the list of available ones (:func:`get`).
@@ -41,7 +44,7 @@ class ProbeLayout:
         return torch.arange(self.offset + self.seq_len, self.offset + 2 * self.seq_len)
 
 
-Kind = Literal["pattern", "weights", "behaviour"]
+Kind = Literal["pattern", "head_output", "weights", "behaviour"]
 
 
 @dataclass(frozen=True)
@@ -210,3 +213,8 @@ def previous_token(attn: torch.Tensor, layout: ProbeLayout) -> torch.Tensor:
     """
     queries = torch.arange(layout.offset + 1, layout.offset + 2 * layout.seq_len)
     return _diag_mean(attn, queries, 1)
+
+
+# Scorers defined in their own modules register on import.
+from attendome import copying as _copying  # noqa: E402,F401
+from attendome import retrieval as _retrieval  # noqa: E402,F401

@@ -26,6 +26,7 @@ def tiny_params() -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["models"] = {k: raw["models"][k] for k in TINY_MODELS}
     raw["heads"]["probe"].update(num_samples=4, seq_len=12, batch_size=4)
+    raw["heads"]["retrieval"].update(context_lengths=[64], depths=[0.5], needles_per_cell=1, max_new_tokens=4)
     return raw
 
 
@@ -64,7 +65,8 @@ def test_repro_produces_the_atlas(repo):
     m = json.loads((d / "metrics/atlas.json").read_text())
     assert set(m["models"]) == set(TINY_MODELS)
     pngs = sorted(p.name for p in (d / "plots/atlas").glob("*.png"))
-    assert "smollm2-135m__induction.png" in pngs and len(pngs) == 2 * 3
+    n_types = len(tiny_params()["heads"]["scorers"])
+    assert "smollm2-135m__induction.png" in pngs and len(pngs) == 2 * n_types
 
 
 def test_second_repro_does_nothing(repo):

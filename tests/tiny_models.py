@@ -33,8 +33,12 @@ def _tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>")
 
 
-def build_tiny_induction_gpt2(beta: float = 40.0):
-    """Return ``(model, tokenizer)`` of the hand-set two-layer GPT-2 (eager attention)."""
+def build_tiny_induction_gpt2(beta: float = 40.0, copy_sign: float = 0.0):
+    """Return ``(model, tokenizer)`` of the hand-set two-layer GPT-2 (eager attention).
+
+    ``copy_sign`` != 0 gives the induction head an OV circuit that writes ``copy_sign`` times the
+    attended token's own embedding (a copying head for +1, an anti-copying head for -1).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     P0 = 2 * V
@@ -85,7 +89,45 @@ def build_tiny_induction_gpt2(beta: float = 40.0):
         for t in range(V):
             W1[t, t] = scale_k
             W1[R0 + t, d + t] = 1.0
+        if copy_sign:
+            Wo1 = model.transformer.h[1].attn.c_proj.weight
+            for t in range(V):
+                W1[t, 2 * d + t] = 1.0 / s1
+                Wo1[t, t], Wo1[t, V + t] = copy_sign, -copy_sign
     return model, _tokenizer()
+
+
+def build_tiny_llama(arch: str = "llama", seed: int = 0):
+    """A random tiny decoder (vocab 64) with GQA, untied embeddings and non-trivial norm gains.
+
+    ``arch``: ``llama`` or ``gemma3`` (Gemma's ``1 + w`` norms, embedding scale, post-attention norm).
+    """
+    torch.manual_seed(seed)
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=False,
+                  attn_implementation="eager")
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, query_pre_attn_scalar=8, sliding_window=16))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand_like(p) + 0.5)  # gains away from 1 so folding matters
+            else:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def tiny_loaded(model, tokenizer=None, key: str = "tiny"):
+    """Wrap a tiny model as a LoadedModel."""
+    from attendome.dataset.classifier import wrap_model
+
+    return wrap_model(model, tokenizer, key)
 
 
 def perfect_pattern(T: int, shift: int, queries, batch: int = 2, heads: int = 1) -> torch.Tensor:
