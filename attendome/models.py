@@ -40,6 +40,7 @@ __all__ = [
     "resolve_weights",
     "load_model",
     "load_config",
+    "load_tokenizer",
     "ENCODER_MODEL_TYPES",
 ]
 
@@ -269,6 +270,17 @@ def load_config(key: str, params: Params):
     src_key, src_spec = (spec.base, params.model(spec.base)) if spec.source == "random_init" else (key, spec)
     path, kw = resolve_weights(src_key, src_spec)
     return AutoConfig.from_pretrained(path, trust_remote_code=src_spec.trust_remote_code, **kw), path, kw
+
+
+def load_tokenizer(key: str, params: Params):
+    """The tokenizer of model ``key`` (a ``random_init`` model uses its base's)."""
+    from transformers import AutoTokenizer
+
+    spec = params.model(key)
+    src_key = spec.base if spec.source == "random_init" else key
+    src = params.model(src_key)
+    path, kw = resolve_weights(src_key, src)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=src.trust_remote_code, **kw)
 
 
 def load_model(key: str, params: Params) -> LoadedModel:

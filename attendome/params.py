@@ -24,6 +24,9 @@ __all__ = [
     "AtlasParams",
     "RetrievalParams",
     "HeadsParams",
+    "CorpusParams",
+    "FeaturesParams",
+    "TrainParams",
     "Params",
     "load_params",
     "parse_params",
@@ -210,6 +213,92 @@ class AtlasParams(_Frozen):
         return v
 
 
+class CorpusParams(_Frozen):
+    """Prompt sets for Phase 1/2 (see :mod:`attendome.corpus`)."""
+
+    source: Literal["pydoc", "files", "hf"] = "pydoc"
+    files: tuple[str, ...] = ()
+    hf_dataset: dict[str, str] | None = None
+    prompt_words: int = 24
+    max_prompts_per_doc: int = 3
+    n_generated: int = 48
+    generated_words: int = 10
+    held_out_fraction: float = 0.25
+    max_tokens: int = 128
+    min_segments: int = 6
+    seed: int = 0
+
+    @field_validator("prompt_words", "max_prompts_per_doc", "generated_words", "max_tokens", "min_segments")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("n_generated")
+    @classmethod
+    def _nonneg(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("held_out_fraction")
+    @classmethod
+    def _frac(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError("must lie strictly between 0 and 1")
+        return v
+
+    @model_validator(mode="after")
+    def _src(self) -> "CorpusParams":
+        if self.source == "files" and not self.files:
+            raise ValueError("source 'files' needs 'files' (paths or globs)")
+        if self.source == "hf" and not (self.hf_dataset and self.hf_dataset.get("name")):
+            raise ValueError("source 'hf' needs hf_dataset.name")
+        return self
+
+
+class FeaturesParams(_Frozen):
+    """The frozen sentence encoder whose token features feed the cloners."""
+
+    encoder: str = "minilm-l6"
+    layer: int = -1
+    batch_size: int = 8
+
+
+class TrainParams(_Frozen):
+    """Optimisation settings shared by the cloner and the universal encoder."""
+
+    rank: int = 16
+    position_dims: int = 32
+    epochs: int = 30
+    lr: float = 0.01
+    batch_prompts: int = 16
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    @field_validator("rank", "epochs", "batch_prompts")
+    @classmethod
+    def _pos(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("position_dims")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v < 0 or v % 2:
+            raise ValueError("must be an even number >= 0")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be > 0")
+        return v
+
+
 class Params(_Frozen):
     """The whole ``params.yaml`` (sections not yet used by a stage are passed through as dicts)."""
 
@@ -217,6 +306,9 @@ class Params(_Frozen):
     models: dict[str, ModelSpec]
     heads: HeadsParams = HeadsParams()
     atlas: AtlasParams = AtlasParams()
+    corpus: CorpusParams = CorpusParams()
+    features: FeaturesParams = FeaturesParams()
+    clone: TrainParams = TrainParams()
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -244,7 +336,7 @@ class Params(_Frozen):
         return self.models[key]
 
 
-_SECTIONS = {"seed", "models", "heads", "atlas"}
+_SECTIONS = {"seed", "models", "heads", "atlas", "corpus", "features", "clone"}
 
 
 def _format_error(err: ValidationError) -> str:

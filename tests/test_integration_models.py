@@ -106,7 +106,7 @@ def random_full(params):
 
 def _top(df, name, k):
     g = df[df.score_name == name].dropna(subset=["value"]).nlargest(k, "value")
-    return set(zip(g.layer, g.head))
+    return set(zip(g["layer"], g["head"]))
 
 
 def test_top_retrieval_heads_overlap_top_induction_heads(smollm_full):
