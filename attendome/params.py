@@ -271,13 +271,15 @@ class TrainParams(_Frozen):
 
     rank: int = 16
     position_dims: int = 32
+    feature_dims: int = 64
+    max_offset: int = 16
     epochs: int = 30
     lr: float = 0.01
     batch_prompts: int = 16
     weight_decay: float = 0.0
     seed: int = 0
 
-    @field_validator("rank", "epochs", "batch_prompts")
+    @field_validator("rank", "epochs", "batch_prompts", "feature_dims", "max_offset")
     @classmethod
     def _pos(cls, v: int) -> int:
         if v < 1:

@@ -1,0 +1,30 @@
+"""DVC stage `features`: the frozen encoder's segment features for every prompt."""
+
+import argparse
+import json
+
+from attendome.io import read_parquet
+from attendome.params import load_params
+from attendome.phase1 import load_encoder
+from attendome.segattn import save_tensors, segment_features
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    prompts = read_parquet("data/corpus/prompts.parquet")
+    segments = read_parquet("data/corpus/segments.parquet")
+    enc = load_encoder(params)
+    try:
+        feats = segment_features(enc, prompts, segments, params.features.layer)
+    finally:
+        enc.release()
+    meta = {"info": json.dumps(dict(encoder=params.features.encoder, layer=params.features.layer,
+                                    pooling="mean over the segment's tokens"))}
+    save_tensors(feats, "data/features/features.safetensors", meta)
+
+
+if __name__ == "__main__":
+    main()
