@@ -279,6 +279,11 @@ def load_tokenizer(key: str, params: Params):
     spec = params.model(key)
     src_key = spec.base if spec.source == "random_init" else key
     src = params.model(src_key)
+    if src.source == "bundled" and src.format == "gguf":
+        cached = cache_dir() / "hf" / src.sha256
+        if not (cached / _COMPLETE).exists():  # read the tokenizer from the GGUF; no dequantization
+            gguf = _assemble(src_key, src)
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     path, kw = resolve_weights(src_key, src)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=src.trust_remote_code, **kw)
 

@@ -27,6 +27,8 @@ __all__ = [
     "CorpusParams",
     "FeaturesParams",
     "TrainParams",
+    "EmbedParams",
+    "LeaderboardParams",
     "Params",
     "load_params",
     "parse_params",
@@ -301,6 +303,46 @@ class TrainParams(_Frozen):
         return v
 
 
+class EmbedParams(TrainParams):
+    """Phase 2: the universal head encoder (training settings as for the cloners, plus these)."""
+
+    dim: int = 32
+    heads_per_batch: int = 64
+    transfer_model: str | None = None
+
+    @field_validator("dim", "heads_per_batch")
+    @classmethod
+    def _pos2(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class LeaderboardParams(_Frozen):
+    """Phase 2 evaluation settings."""
+
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    induction_labels: tuple[str, ...] = ("high", "medium")
+    outlier_rule: Literal["robust_z", "percentile"] = "robust_z"
+    outlier_threshold: float = 3.5
+    seed: int = 0
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("ks must be a non-empty list of integers >= 1")
+        return tuple(sorted(set(v)))
+
+    @field_validator("induction_labels")
+    @classmethod
+    def _labels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = set(v) - {"high", "medium", "low"}
+        if bad or not v:
+            raise ValueError(f"induction_labels must be a subset of high/medium/low, got {sorted(bad) or v}")
+        return v
+
+
 class Params(_Frozen):
     """The whole ``params.yaml`` (sections not yet used by a stage are passed through as dicts)."""
 
@@ -311,6 +353,8 @@ class Params(_Frozen):
     corpus: CorpusParams = CorpusParams()
     features: FeaturesParams = FeaturesParams()
     clone: TrainParams = TrainParams()
+    embed: EmbedParams = EmbedParams()
+    leaderboard: LeaderboardParams = LeaderboardParams()
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -326,6 +370,10 @@ class Params(_Frozen):
                     raise ValueError(f"models.{key}.base: unknown model key {spec.base!r}")
                 if self.models[spec.base].source == "random_init":
                     raise ValueError(f"models.{key}.base: base must not itself be random_init")
+        if self.embed.transfer_model is not None and self.embed.transfer_model not in self.models:
+            raise ValueError(f"embed.transfer_model: unknown model key {self.embed.transfer_model!r}")
+        if self.embed.transfer_model is not None and len(self.models) < 2:
+            raise ValueError("embed.transfer_model: needs at least two models")
         for name in self.heads.scorers:
             if name not in self.atlas.thresholds:
                 raise ValueError(f"atlas.thresholds.{name}: missing thresholds for scorer {name!r}")
@@ -338,7 +386,7 @@ class Params(_Frozen):
         return self.models[key]
 
 
-_SECTIONS = {"seed", "models", "heads", "atlas", "corpus", "features", "clone"}
+_SECTIONS = {"seed", "models", "heads", "atlas", "corpus", "features", "clone", "embed", "leaderboard"}
 
 
 def _format_error(err: ValidationError) -> str:

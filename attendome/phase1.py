@@ -65,11 +65,13 @@ def corpus_manifest(params: Params, prompts: pd.DataFrame, kept: pd.DataFrame, s
 
 # ---------------------------------------------------------------- clone stage
 
-def load_split_data(key: str, params: Params, root: str = "."):
+def load_split_data(key: str, params: Params, root: str = ".", tp=None):
     """Train and held-out :class:`~attendome.cloner.SegmentData` of model ``key``, plus metadata.
 
-    Checks (not assumes) that no held-out prompt is used in training.
+    ``tp`` (default ``params.clone``) gives the feature projection and position settings. Checks
+    (not assumes) that no held-out prompt is used in training.
     """
+    tp = tp or params.clone
     import json
 
     import torch
@@ -88,8 +90,8 @@ def load_split_data(key: str, params: Params, root: str = "."):
     ho = prompts[prompts.split == "heldout"].prompt_id.tolist()
     if set(tr) & set(ho):
         raise ValueError("a prompt is in both splits")
-    mean, std, proj = fit_projection(feats, tr, params.clone.feature_dims)
-    pd_ = params.clone.position_dims
+    mean, std, proj = fit_projection(feats, tr, tp.feature_dims)
+    pd_ = tp.position_dims
     train = build_data(tr, feats, attn, mean, std, pd_, info["causal"], proj)
     held = build_data(ho, feats, attn, mean, std, pd_, info["causal"], proj)
     return train, held, info, (mean, std, proj)
