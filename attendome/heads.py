@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from typing import Sequence
 
 import numpy as np
@@ -153,6 +155,7 @@ def score_model(lm: LoadedModel, params: HeadsParams, progress: bool = True) -> 
             other.append(name)
 
     pp: ProbeParams = params.probe
+    t0 = time.perf_counter()
     if pattern:
         probe = make_repeated_tokens(lm.tokenizer, pp.num_samples, pp.seq_len, pp.seed)
         settings = dict(probe="repeated_tokens", num_samples=pp.num_samples, seq_len=pp.seq_len,
@@ -161,6 +164,13 @@ def score_model(lm: LoadedModel, params: HeadsParams, progress: bool = True) -> 
         samples = run_pattern_scorers(lm, probe, pattern, pp.batch_size, progress)
         for name in pattern:
             rows += rows_from_samples(lm, name, samples[name], "probe:repeated_tokens", settings)
+        _log_time(lm, "+".join(pattern), t0)
     for name in other:
+        t0 = time.perf_counter()
         rows += S.get(name).fn(lm, params, progress=progress)
+        _log_time(lm, name, t0)
     return validate_scores(pd.DataFrame(rows))
+
+
+def _log_time(lm: LoadedModel, what: str, t0: float) -> None:
+    print(f"[attendome] {lm.key}: {what} took {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

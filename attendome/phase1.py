@@ -117,23 +117,17 @@ def summarise_clone(per_head: pd.DataFrame, types: pd.DataFrame) -> dict:
     kl = wide["kl"]
     base_cols = [c for c in kl.columns if c != "model"]
     beats = kl["model"] < kl[base_cols].min(axis=1)
-    out = {"n_heads": int(len(kl)), "beats_baselines": round(float(beats.mean()), 4),
-           "heldout": {m: {met: round(float(wide[met][m].mean()), 5) for met in ("kl", "mse")}
-                       for m in kl.columns}}
+    def means(idx) -> dict:
+        return {m: {met: round(float(wide[met][m].loc[idx].mean()), 5) for met in ("kl", "mse")} for m in kl.columns}
+
+    out = {"n_heads": int(len(kl)), "beats_baselines": round(float(beats.mean()), 4), "heldout": means(wide.index)}
     by_type = {}
     t = types.set_index(["layer", "head"])
-    for ht, g in t.groupby("head_type"):
-        idx = [i for i in g.index if i in wide.index]
-        if not idx:
-            continue
-        by_type[ht] = {"n_heads": len(idx), "beats_baselines": round(float(beats.loc[idx].mean()), 4),
-                       **{m: {met: round(float(wide[met][m].loc[idx].mean()), 5) for met in ("kl", "mse")}
-                          for m in kl.columns}}
-    untyped = [i for i in wide.index if i not in set(t.index)]
-    if untyped:
-        by_type["untyped"] = {"n_heads": len(untyped), "beats_baselines": round(float(beats.loc[untyped].mean()), 4),
-                              **{m: {met: round(float(wide[met][m].loc[untyped].mean()), 5) for met in ("kl", "mse")}
-                                 for m in kl.columns}}
+    groups = {ht: [i for i in g.index if i in wide.index] for ht, g in t.groupby("head_type")}
+    groups["untyped"] = [i for i in wide.index if i not in set(t.index)]
+    for ht, idx in groups.items():
+        if idx:
+            by_type[ht] = {"n_heads": len(idx), "beats_baselines": round(float(beats.loc[idx].mean()), 4), **means(idx)}
     out["by_head_type"] = by_type
     return out, beats
 

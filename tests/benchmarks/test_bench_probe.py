@@ -51,3 +51,20 @@ def test_bench_plain_sdpa_forward_reference(benchmark, lm, probe):
         benchmark.pedantic(fwd, rounds=3, iterations=1)
     finally:
         lm.model.set_attn_implementation("eager")
+
+
+def test_bench_copying_ov_all_heads(benchmark, lm):
+    from attendome.circuits import ov_weights
+    from attendome.copying import ov_eigen_scores
+
+    out = benchmark.pedantic(lambda: ov_eigen_scores(ov_weights(lm)), rounds=3, iterations=1)
+    assert out.shape == (lm.n_layers, lm.n_heads)
+
+
+def test_bench_retrieval_teacher_forced_one_512_token_trial(benchmark, lm):
+    from attendome.params import RetrievalParams
+    from attendome.retrieval import make_trials, teacher_forced_hits
+
+    lm.model.set_attn_implementation("eager")
+    trial = make_trials(lm.tokenizer, RetrievalParams(context_lengths=(512,), depths=(0.5,), needles_per_cell=1))[0]
+    benchmark.pedantic(lambda: teacher_forced_hits(lm, trial), rounds=3, iterations=1)
