@@ -59,6 +59,7 @@ def run_embed(params: Params, progress: bool = True) -> dict:
         tr.log_artifact("models/universal.safetensors")
         if tp.transfer_model:
             summary["transfer"] = _transfer(models, tp, progress)
+            summary["transfer"]["joint_run_kl"] = summary["models"][tp.transfer_model]["kl"]["model"]
             tr.log_metrics({"transfer.heldout_kl": summary["transfer"]["transfer_kl"]})
     write_parquet(embedding_table(models, embs), "data/embeddings/universal.parquet")
     write_parquet(pd.concat(errors, ignore_index=True), "data/embed/errors.parquet")
@@ -80,7 +81,8 @@ def _transfer(models, tp, progress: bool) -> dict:
             "in_training_kl": in_training,
             "in_training_mean_kl": round(float(np.mean(list(in_training.values()))), 5),
             "definition": "held-out-prompt KL of the left-out model with the shared network frozen and only "
-                          "its embeddings fitted, next to the in-training models' held-out KL of the same run"}
+                          "its embeddings fitted, next to the in-training models' held-out KL of the same run "
+                          "and to the same model's KL when it was trained jointly (joint_run_kl)"}
 
 
 def _index(params: Params) -> pd.DataFrame:
@@ -134,6 +136,8 @@ def run_leaderboard(params: Params) -> dict:
         "retrieval@k": "induction query heads vs heads of all other models, cosine; recall/hit in [0,1], higher better",
         "f1": "leave-one-model-out logistic regression, induction vs not; [0,1], higher better",
         "reconstruction_mse": "held-out prompts, mean over heads; lower better",
+        "scores": "the atlas score vector includes the induction score that defines the labels: an upper "
+                  "reference, circular by construction, not a competitor",
         "outlier_rate": f"share of heads flagged non-embeddable ({lp.outlier_rule} > {lp.outlier_threshold})"},
         "methods": {}}
     curves = {}
