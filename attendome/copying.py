@@ -37,7 +37,7 @@ __all__ = ["ov_eigen_scores", "copying_ov", "CopyingContext", "copying"]
 
 def ov_eigen_scores(ov: OVWeights) -> np.ndarray:
     """``(n_layers, n_heads)`` eigenvalue copying scores from folded OV weights."""
-    C = (ov.W_U.double() @ ov.W_E.double())  # (d, d) = W_U W_E, computed once
+    C = (ov.W_U @ ov.W_E).double()  # (d, d) = W_U W_E, computed once (float32 matmul over the vocab)
     out = []
     for wv, wo in zip(ov.W_V, ov.W_O):  # (H, d, dh), (H, dh, d)
         small = wo.double() @ C @ wv.double()  # (H, dh, dh) = W_O C W_V

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from attendome.params import ModelSpec, Params, ParamsError
+from attendome.params import ModelSpec, Params
 
 __all__ = [
     "ModelUnavailableError",

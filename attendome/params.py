@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,9 @@ __all__ = [
     "load_params",
     "parse_params",
 ]
+
+Pos = Annotated[int, Field(ge=1)]  # a count: at least 1
+NonNeg = Annotated[int, Field(ge=0)]
 
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -108,17 +111,10 @@ class ProbeParams(_Frozen):
     tokenizer has one). The seed used 2048 sequences (the GPU setting); the CPU default is smaller.
     """
 
-    num_samples: int = Field(64, description="Number of random sequences.")
+    num_samples: Pos = Field(64, description="Number of random sequences.")
     seq_len: int = Field(50, description="Length L of the random half; total length 2L (+1 BOS).")
-    batch_size: int = Field(16, description="Sequences per forward pass.")
+    batch_size: Pos = Field(16, description="Sequences per forward pass.")
     seed: int = Field(0, description="Seed of the random token draw.")
-
-    @field_validator("num_samples", "batch_size")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
 
     @field_validator("seq_len")
     @classmethod
@@ -146,9 +142,9 @@ class RetrievalParams(_Frozen):
 
     context_lengths: tuple[int, ...] = (256, 512)
     depths: tuple[float, ...] = (0.1, 0.5, 0.9)
-    needles_per_cell: int = 2
-    needle_words: int = 6
-    max_new_tokens: int = 12
+    needles_per_cell: Pos = 2
+    needle_words: Pos = 6
+    max_new_tokens: Pos = 12
     seed: int = 0
 
     @field_validator("context_lengths")
@@ -163,13 +159,6 @@ class RetrievalParams(_Frozen):
     def _depths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if not v or any(not 0.0 <= x <= 1.0 for x in v):
             raise ValueError("depths must be fractions in [0, 1]")
-        return v
-
-    @field_validator("needles_per_cell", "needle_words", "max_new_tokens")
-    @classmethod
-    def _pos(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
         return v
 
 
@@ -196,16 +185,9 @@ class HeadsParams(_Frozen):
 class AtlasParams(_Frozen):
     """Settings of the ``atlas`` stage."""
 
-    top_k: int = 10
+    top_k: Pos = 10
     percentiles: tuple[float, ...] = (5, 25, 50, 75, 95, 99)
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
-
-    @field_validator("top_k")
-    @classmethod
-    def _topk(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
 
     @field_validator("percentiles")
     @classmethod
@@ -221,28 +203,14 @@ class CorpusParams(_Frozen):
     source: Literal["pydoc", "files", "hf"] = "pydoc"
     files: tuple[str, ...] = ()
     hf_dataset: dict[str, str] | None = None
-    prompt_words: int = 24
-    max_prompts_per_doc: int = 3
-    n_generated: int = 48
-    generated_words: int = 10
+    prompt_words: Pos = 24
+    max_prompts_per_doc: Pos = 3
+    n_generated: NonNeg = 48
+    generated_words: Pos = 10
     held_out_fraction: float = 0.25
-    max_tokens: int = 128
-    min_segments: int = 6
+    max_tokens: Pos = 128
+    min_segments: Pos = 6
     seed: int = 0
-
-    @field_validator("prompt_words", "max_prompts_per_doc", "generated_words", "max_tokens", "min_segments")
-    @classmethod
-    def _pos(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
-
-    @field_validator("n_generated")
-    @classmethod
-    def _nonneg(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be >= 0")
-        return v
 
     @field_validator("held_out_fraction")
     @classmethod
@@ -265,28 +233,20 @@ class FeaturesParams(_Frozen):
 
     encoder: str = "minilm-l6"
     layer: int = -1
-    batch_size: int = 8
 
 
 class TrainParams(_Frozen):
     """Optimisation settings shared by the cloner and the universal encoder."""
 
-    rank: int = 16
+    rank: Pos = 16
     position_dims: int = 32
-    feature_dims: int = 64
-    max_offset: int = 16
-    epochs: int = 30
-    lr: float = 0.01
-    batch_prompts: int = 16
-    weight_decay: float = 0.0
+    feature_dims: Pos = 64
+    max_offset: Pos = 16
+    epochs: Pos = 30
+    lr: float = Field(0.01, gt=0)
+    batch_prompts: Pos = 16
+    weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
-
-    @field_validator("rank", "epochs", "batch_prompts", "feature_dims", "max_offset")
-    @classmethod
-    def _pos(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
 
     @field_validator("position_dims")
     @classmethod
@@ -295,27 +255,13 @@ class TrainParams(_Frozen):
             raise ValueError("must be an even number >= 0")
         return v
 
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        if not v > 0:
-            raise ValueError("must be > 0")
-        return v
-
 
 class EmbedParams(TrainParams):
     """Phase 2: the universal head encoder (training settings as for the cloners, plus these)."""
 
-    dim: int = 32
-    heads_per_batch: int = 64
+    dim: Pos = 32
+    heads_per_batch: Pos = 64
     transfer_model: str | None = None
-
-    @field_validator("dim", "heads_per_batch")
-    @classmethod
-    def _pos2(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
 
 
 class LeaderboardParams(_Frozen):
