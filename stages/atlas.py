@@ -1,20 +1,15 @@
 """DVC stage `atlas`: combine all models' head tables, label them, summarise, plot."""
 
-import argparse
-
 import pandas as pd
 
 from attendome.atlas import atlas_summary, label_scores, plot_heatmaps
 from attendome.io import read_parquet, write_json, write_parquet
-from attendome.params import load_params
+from attendome.stage import stage_args
 from attendome.tables import validate_scores
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    params = load_params(args.params)
+    params, _ = stage_args(__doc__)
     tables = [validate_scores(read_parquet(f"data/heads/{key}.parquet")) for key in params.models]
     atlas = label_scores(pd.concat(tables, ignore_index=True), params.atlas.thresholds)
     write_parquet(atlas, "data/atlas.parquet")

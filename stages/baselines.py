@@ -1,15 +1,12 @@
 """DVC stage `baselines`: random, score-vector, RSA and cloner baseline embeddings."""
 
-import argparse
-
-from attendome.params import load_params
 from attendome.phase2 import run_baselines
+from attendome.stage import stage_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    run_baselines(load_params(ap.parse_args().params))
+    params, _ = stage_args(__doc__)
+    run_baselines(params)
 
 
 if __name__ == "__main__":

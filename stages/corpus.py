@@ -1,20 +1,15 @@
 """DVC stage `corpus`: prompt sets (train / held-out by document) and their shared segments."""
 
-import argparse
-
 from attendome.align import segment_prompts
 from attendome.corpus import build_prompts, check_disjoint
 from attendome.io import write_json, write_parquet
 from attendome.models import load_tokenizer
-from attendome.params import load_params
-from attendome.phase1 import corpus_manifest, encoder_key, tokenizers_in_play
+from attendome.phase1 import corpus_manifest, tokenizers_in_play
+from attendome.stage import stage_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    params = load_params(args.params)
+    params, _ = stage_args(__doc__)
     prompts = build_prompts(params.corpus)
     toks = tokenizers_in_play(params, load_tokenizer)
     kept, segments, dropped = segment_prompts(prompts, toks, params.corpus.max_tokens, params.corpus.min_segments)

@@ -1,15 +1,12 @@
 """DVC stage `embed`: the universal head encoder across all models (tracked in MLflow)."""
 
-import argparse
-
-from attendome.params import load_params
 from attendome.phase2 import run_embed
+from attendome.stage import stage_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    run_embed(load_params(ap.parse_args().params))
+    params, _ = stage_args(__doc__)
+    run_embed(params)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,15 @@
 """DVC stage `features`: the frozen encoder's segment features for every prompt."""
 
-import argparse
 import json
 
 from attendome.io import read_parquet
-from attendome.params import load_params
 from attendome.phase1 import load_encoder
 from attendome.segattn import save_tensors, segment_features
+from attendome.stage import stage_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args()
-    params = load_params(args.params)
+    params, _ = stage_args(__doc__)
     prompts = read_parquet("data/corpus/prompts.parquet")
     segments = read_parquet("data/corpus/segments.parquet")
     enc = load_encoder(params)

@@ -1,15 +1,12 @@
 """DVC stage `leaderboard`: score every embedding method; outliers; plots."""
 
-import argparse
-
-from attendome.params import load_params
 from attendome.phase2 import run_leaderboard
+from attendome.stage import stage_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    run_leaderboard(load_params(ap.parse_args().params))
+    params, _ = stage_args(__doc__)
+    run_leaderboard(params)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ def params():
     return load_params("params.yaml")
 
 
-def _scores(params, key):
+def _scores(params, key, heads_params=None):
     lm = load_model(key, params)
     try:
-        return lm, score_model(lm, PROBE, progress=False)
+        return lm, score_model(lm, heads_params or PROBE, progress=False)
     finally:
         lm.release()
 
@@ -88,20 +88,12 @@ FULL = HeadsParams.model_validate({
 
 @pytest.fixture(scope="session")
 def smollm_full(params):
-    lm = load_model("smollm2-135m", params)
-    try:
-        return score_model(lm, FULL, progress=False)
-    finally:
-        lm.release()
+    return _scores(params, "smollm2-135m", FULL)[1]
 
 
 @pytest.fixture(scope="session")
 def random_full(params):
-    lm = load_model("smollm2-135m-random", params)
-    try:
-        return score_model(lm, FULL, progress=False)
-    finally:
-        lm.release()
+    return _scores(params, "smollm2-135m-random", FULL)[1]
 
 
 def _top(df, name, k):
