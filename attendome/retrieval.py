@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,11 +79,25 @@ _HAYSTACK_CACHE: dict[int, np.ndarray] = {}
 
 
 def _haystack_ids(tokenizer) -> np.ndarray:
+    """``(N,)`` ids of the whole pydoc haystack under ``tokenizer``, cached while it is alive.
+
+    The cache is keyed by ``id(tokenizer)``; a ``weakref.finalize`` drops the entry when the
+    tokenizer is collected, so a later tokenizer that happens to reuse the address (models are
+    loaded one at a time and released) never sees another tokenizer's ids. Tokenizers that
+    cannot be weakly referenced are not cached.
+    """
     key = id(tokenizer)
-    if key not in _HAYSTACK_CACHE:
-        text = "\n\n".join(t for _, t in pydoc_documents())
-        _HAYSTACK_CACHE[key] = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
-    return _HAYSTACK_CACHE[key]
+    hit = _HAYSTACK_CACHE.get(key)
+    if hit is not None:
+        return hit
+    text = "\n\n".join(t for _, t in pydoc_documents())
+    ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+    try:
+        weakref.finalize(tokenizer, _HAYSTACK_CACHE.pop, key, None)
+    except TypeError:  # not weakly referenceable: recompute next time rather than risk a stale hit
+        return ids
+    _HAYSTACK_CACHE[key] = ids
+    return ids
 
 
 def make_trials(tokenizer, rp) -> list[Trial]:

@@ -1,5 +1,6 @@
 """Unit tier: needle-in-a-haystack trials and the retrieval hit rule."""
 
+import numpy as np
 import torch
 
 from attendome.params import RetrievalParams
@@ -52,3 +53,29 @@ def test_hit_rule_needs_both_position_in_span_and_same_token():
 def test_real_tokenizer_trials_roundtrip():
     tok = _tokenizer()
     assert tok.encode("w1 w2", add_special_tokens=False) == [1, 2]
+
+
+def test_haystack_cache_never_outlives_its_tokenizer():
+    """Models are loaded one at a time, so a new tokenizer can reuse a freed one's ``id``; the
+    cached haystack must go with the old tokenizer (this once made trials differ between runs)."""
+    import gc
+
+    from attendome import retrieval as R
+
+    tok = WordTok()
+    first = R._haystack_ids(tok)
+    key = id(tok)
+    assert R._HAYSTACK_CACHE[key] is first
+    del tok
+    gc.collect()
+    assert key not in R._HAYSTACK_CACHE
+    shifted = WordTok()
+    shifted.vocab.update({"zzz": 1})  # every word gets a different id than in `first`
+    assert not np.array_equal(R._haystack_ids(shifted), first)
+
+
+def test_trials_identical_across_many_fresh_tokenizers():
+    rp = RetrievalParams(context_lengths=(64,), depths=(0.5,), needles_per_cell=3, needle_words=4)
+    ref = [t.prompt for t in make_trials(WordTok(), rp)]
+    for _ in range(5):  # fresh tokenizers, freed right away: addresses get reused
+        assert all(torch.equal(a, b.prompt) for a, b in zip(ref, make_trials(WordTok(), rp)))
