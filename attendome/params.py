@@ -36,6 +36,12 @@ __all__ = [
 
 Pos = Annotated[int, Field(ge=1)]  # a count: at least 1
 NonNeg = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _nonempty(item: Any) -> Any:
+    """A non-empty tuple of ``item`` (a type, possibly with its own constraints)."""
+    return Annotated[tuple[item, ...], Field(min_length=1)]
 
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -140,26 +146,12 @@ class Threshold(_Frozen):
 class RetrievalParams(_Frozen):
     """Needle-in-a-haystack probe for retrieval heads (Wu et al. 2024)."""
 
-    context_lengths: tuple[int, ...] = (256, 512)
-    depths: tuple[float, ...] = (0.1, 0.5, 0.9)
+    context_lengths: _nonempty(Annotated[int, Field(ge=32)]) = (256, 512)  # tokens, >= 32
+    depths: _nonempty(Fraction) = (0.1, 0.5, 0.9)  # needle position as a fraction of the context
     needles_per_cell: Pos = 2
     needle_words: Pos = 6
     max_new_tokens: Pos = 12
     seed: int = 0
-
-    @field_validator("context_lengths")
-    @classmethod
-    def _lengths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(x < 32 for x in v):
-            raise ValueError("context_lengths must be a non-empty list of lengths >= 32 tokens")
-        return v
-
-    @field_validator("depths")
-    @classmethod
-    def _depths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v or any(not 0.0 <= x <= 1.0 for x in v):
-            raise ValueError("depths must be fractions in [0, 1]")
-        return v
 
 
 class HeadsParams(_Frozen):
@@ -267,7 +259,7 @@ class EmbedParams(TrainParams):
 class LeaderboardParams(_Frozen):
     """Phase 2 evaluation settings."""
 
-    ks: tuple[int, ...] = (1, 5, 10, 20)
+    ks: _nonempty(Pos) = (1, 5, 10, 20)
     induction_labels: tuple[str, ...] = ("high", "medium")
     outlier_rule: Literal["robust_z", "percentile"] = "robust_z"
     outlier_threshold: float = 3.5
@@ -276,9 +268,7 @@ class LeaderboardParams(_Frozen):
     @field_validator("ks")
     @classmethod
     def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(k < 1 for k in v):
-            raise ValueError("ks must be a non-empty list of integers >= 1")
-        return tuple(sorted(set(v)))
+        return tuple(sorted(set(v)))  # k values are a set; report them in ascending order
 
     @field_validator("induction_labels")
     @classmethod

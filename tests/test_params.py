@@ -36,6 +36,11 @@ def test_default_params_are_valid():
         ("heads.probe.nmu_samples", 5, "nmu_samples"),
         ("models.smollm2-135m-random.base", "nope", "models.smollm2-135m-random.base"),
         ("models.smollm2-135m.sha256", "abc", "sha256"),
+        ("heads.retrieval.context_lengths", [], "heads.retrieval.context_lengths"),
+        ("heads.retrieval.context_lengths", [256, 16], "heads.retrieval.context_lengths.1"),
+        ("heads.retrieval.depths", [0.5, 1.5], "heads.retrieval.depths.1"),
+        ("leaderboard.ks", [], "leaderboard.ks"),
+        ("leaderboard.ks", [1, 0], "leaderboard.ks.1"),
     ],
 )
 def test_invalid_values_are_refused_with_the_key_named(path, value, needle):
