@@ -2,9 +2,9 @@
 
 import json
 
-from attendome.io import read_parquet
-from attendome.models import load_model
-from attendome.segattn import save_tensors, segment_attention
+from attendome.core.io import read_parquet
+from attendome.core.models import load_model
+from attendome.clone.segattn import save_tensors, segment_attention
 from attendome.stage import stage_args
 
 

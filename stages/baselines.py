@@ -1,6 +1,6 @@
 """DVC stage `baselines`: random, score-vector, RSA and cloner baseline embeddings."""
 
-from attendome.phase2 import run_baselines
+from attendome.space.run import run_baselines
 from attendome.stage import stage_args
 
 

@@ -1,6 +1,6 @@
 """DVC stage `clone@<key>`: train and evaluate the batched cloner of one model (tracked in MLflow)."""
 
-from attendome.phase1 import run_clone
+from attendome.clone.run import run_clone
 from attendome.stage import stage_args
 
 

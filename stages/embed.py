@@ -1,6 +1,6 @@
 """DVC stage `embed`: the universal head encoder across all models (tracked in MLflow)."""
 
-from attendome.phase2 import run_embed
+from attendome.space.run import run_embed
 from attendome.stage import stage_args
 
 

@@ -2,9 +2,9 @@
 
 import json
 
-from attendome.io import read_parquet
-from attendome.phase1 import load_encoder
-from attendome.segattn import save_tensors, segment_features
+from attendome.core.io import read_parquet
+from attendome.clone.inputs import load_encoder
+from attendome.clone.segattn import save_tensors, segment_features
 from attendome.stage import stage_args
 
 

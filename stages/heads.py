@@ -1,14 +1,14 @@
 """DVC stage `heads@<key>`: score every head of one model; write its table and metrics."""
 
-from attendome.atlas import label_scores, model_summary
-from attendome.heads import score_model
-from attendome.io import write_json, write_parquet
-from attendome.models import load_model
+from attendome.atlas.summary import label_scores, model_summary
+from attendome.atlas.score import score_model
+from attendome.core.io import write_json, write_parquet
+from attendome.core.models import load_model
 from attendome.stage import stage_args
 
 
 def main() -> None:
-    params, key = stage_args(__doc__, per_model=True)
+    params, key = stage_args(__doc__, per_model=True, scorers=True)
     lm = load_model(key, params)
     try:
         table = score_model(lm, params.heads)

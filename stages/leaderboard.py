@@ -1,6 +1,6 @@
 """DVC stage `leaderboard`: score every embedding method; outliers; plots."""
 
-from attendome.phase2 import run_leaderboard
+from attendome.space.run import run_leaderboard
 from attendome.stage import stage_args
 
 

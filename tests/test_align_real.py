@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from attendome.align import pool_attention, segment_map, segment_prompts, shared_segments, token_spans
-from attendome.models import load_tokenizer
-from attendome.params import load_params
+from attendome.clone.align import pool_attention, segment_map, segment_prompts, shared_segments, token_spans
+from attendome.core.models import load_tokenizer
+from attendome.core.params import load_params
 
 pytestmark = pytest.mark.integration
 

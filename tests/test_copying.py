@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from attendome.circuits import ov_weights
-from attendome.copying import ov_eigen_scores
-from attendome.heads import score_model
-from attendome.params import HeadsParams
+from attendome.atlas.circuits import ov_weights
+from attendome.atlas.copying import ov_eigen_scores
+from attendome.atlas.score import score_model
+from attendome.core.params import HeadsParams
 from tests.tiny_models import build_tiny_induction_gpt2, build_tiny_llama, tiny_loaded
 
 PROBE = {"num_samples": 16, "seq_len": 8, "batch_size": 8, "seed": 0}

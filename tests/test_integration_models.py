@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from attendome.heads import score_model
-from attendome.models import load_model
-from attendome.params import HeadsParams, load_params
+from attendome.atlas.score import score_model
+from attendome.core.models import load_model
+from attendome.core.params import HeadsParams, load_params
 
 pytestmark = pytest.mark.integration
 

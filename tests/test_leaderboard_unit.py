@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from attendome.cloner import SegmentData, bilinear_logprobs, evaluate_heads, valid_mask
-from attendome.leaderboard import flag_outliers, hit_chance, lomo_f1, retrieval_at_k
-from attendome.params import EmbedParams
-from attendome.universal import ModelData, evaluate_universal, train_universal
+from attendome.clone.cloner import SegmentData, bilinear_logprobs, evaluate_heads, valid_mask
+from attendome.space.leaderboard import flag_outliers, hit_chance, lomo_f1, retrieval_at_k
+from attendome.core.params import EmbedParams
+from attendome.space.universal import ModelData, evaluate_universal, train_universal
 
 
 def _planted(n_models=3, per_model=12, seed=0):

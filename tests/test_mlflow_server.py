@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from attendome.cloner import SegmentData, train_cloner
-from attendome.params import TrainParams
-from attendome.tracking import track_run
+from attendome.clone.cloner import SegmentData, train_cloner
+from attendome.core.params import TrainParams
+from attendome.core.tracking import track_run
 from tests.test_phase1_unit import synthetic_data
 
 pytestmark = pytest.mark.e2e

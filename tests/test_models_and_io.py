@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from attendome.dataset import classify_scores
-from attendome.io import atomic_path, read_json, read_parquet, write_json
-from attendome.models import ModelUnavailableError, resolve_weights
-from attendome.params import ModelSpec
-from attendome.tables import validate_scores
+from attendome.core.io import atomic_path, read_json, read_parquet, write_json
+from attendome.core.models import ModelUnavailableError, resolve_weights
+from attendome.core.params import ModelSpec
+from attendome.atlas.scorers import validate_scores
 
 
 def test_missing_package_says_what_to_install():

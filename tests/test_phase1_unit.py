@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from attendome.align import SegmentMap, pool_attention, shared_segments, TokenSpans, segment_map
-from attendome.cloner import (BilinearCloner, SegmentData, bilinear_logprobs, evaluate_heads, train_cloner,
+from attendome.clone.align import SegmentMap, pool_attention, shared_segments, TokenSpans, segment_map
+from attendome.clone.cloner import (BilinearCloner, SegmentData, bilinear_logprobs, evaluate_heads, train_cloner,
                               valid_mask)
-from attendome.corpus import build_prompts, check_disjoint
-from attendome.params import CorpusParams, TrainParams
+from attendome.clone.corpus import build_prompts, check_disjoint
+from attendome.core.params import CorpusParams, TrainParams
 
 
 def test_corpus_is_split_by_document_and_checked():

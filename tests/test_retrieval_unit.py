@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from attendome.params import RetrievalParams
-from attendome.retrieval import _hits, make_trials
+from attendome.core.params import RetrievalParams
+from attendome.atlas.retrieval import _hits, make_trials
 from tests.tiny_models import _tokenizer
 
 
@@ -60,7 +60,7 @@ def test_haystack_cache_never_outlives_its_tokenizer():
     cached haystack must go with the old tokenizer (this once made trials differ between runs)."""
     import gc
 
-    from attendome import retrieval as R
+    from attendome.atlas import retrieval as R
 
     tok = WordTok()
     first = R._haystack_ids(tok)

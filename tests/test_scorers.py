@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from attendome import scorers as S
-from attendome.scorers import ProbeLayout
+from attendome.atlas import scorers as S
+from attendome.atlas.scorers import ProbeLayout
 from tests.tiny_models import perfect_pattern
 
 L, OFF = 6, 1

@@ -3,11 +3,11 @@ pipeline (probe -> hooks -> scorers -> table -> labels) must find exactly those 
 
 import pytest
 
-from attendome.atlas import label_scores
+from attendome.atlas.summary import label_scores
 from attendome.dataset import InductionHeadClassifier
 from attendome.dataset.classifier import wrap_model
-from attendome.heads import score_model
-from attendome.params import HeadsParams, Threshold
+from attendome.atlas.score import score_model
+from attendome.core.params import HeadsParams, Threshold
 from tests.tiny_models import build_tiny_induction_gpt2
 
 THR = {n: Threshold(high=0.7, medium=0.35) for n in ("induction", "previous_token", "duplicate_token")}

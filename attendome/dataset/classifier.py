@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from attendome.heads import run_pattern_scorers
-from attendome.models import ENCODER_MODEL_TYPES, LoadedModel
-from attendome.probes import make_repeated_tokens
+from attendome.atlas.score import run_pattern_scorers
+from attendome.core.models import ENCODER_MODEL_TYPES, LoadedModel
+from attendome.atlas.probes import make_repeated_tokens
 
 __all__ = ["InductionHeadClassifier", "classify_scores", "wrap_model"]
 
@@ -60,7 +60,7 @@ class InductionHeadClassifier:
 
     The induction score of a head is the mean attention from each token of the second copy of a
     repeated random sequence to the token after its first copy: range [0, 1], higher is more
-    induction-like (see :func:`attendome.scorers.induction`).
+    induction-like (see :func:`attendome.atlas.scorers.induction`).
 
     Args:
         device: device the model runs on (the model is moved there).

@@ -18,8 +18,8 @@ import pandas as pd
 
 from attendome.dataset.classifier import InductionHeadClassifier
 from attendome.dataset.loader import ModelLoader
-from attendome.io import write_json, write_parquet
-from attendome.params import ParamsError, load_params
+from attendome.core.io import write_json, write_parquet
+from attendome.core.params import ParamsError, load_params
 
 __all__ = ["main", "build_parser"]
 

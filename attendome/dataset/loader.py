@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attendome.models import LoadedModel, load_model
-from attendome.params import ModelSpec, Params, load_params, parse_params
+from attendome.core.models import LoadedModel, load_model, params_for_name, spec_key
+from attendome.core.params import Params, load_params, parse_params
 
 __all__ = ["ModelLoader", "spec_key"]
-
-
-def spec_key(name: str) -> str:
-    """A params-safe key for a model name (``org/model`` -> ``org--model``)."""
-    return name.replace("/", "--").replace(".", "_")
 
 
 class ModelLoader:
@@ -35,17 +30,8 @@ class ModelLoader:
         self.loaded: dict[str, LoadedModel] = {}
 
     def _params_for(self, name: str) -> tuple[str, Params]:
-        models = dict(self._params.models)
-        if name in models:
-            key = name
-            models[key] = models[key].model_copy(update={"device": self.device})
-        else:
-            key = spec_key(name)
-            local = Path(name).expanduser()
-            src = dict(source="local", path=str(local)) if local.exists() else dict(source="hf", hf_id=name)
-            models[key] = ModelSpec(**src, name=name, dtype=self.dtype, device=self.device,
-                                    device_map=self.device_map)
-        return key, self._params.model_copy(update={"models": models})
+        return params_for_name(self._params, name, device=self.device, dtype=self.dtype,
+                               device_map=self.device_map)
 
     def load(self, name: str) -> LoadedModel:
         """Load ``name`` (a params key, a local path or a Hugging Face id) as a :class:`LoadedModel`."""

@@ -8,11 +8,11 @@ with a plain forward pass over the same tokens (sdpa, no attention output).
 import pytest
 import torch
 
-from attendome.capture import base_model
-from attendome.heads import run_pattern_scorers
-from attendome.models import load_model
-from attendome.params import load_params
-from attendome.probes import make_repeated_tokens
+from attendome.core.capture import base_model
+from attendome.atlas.score import run_pattern_scorers
+from attendome.core.models import load_model
+from attendome.core.params import load_params
+from attendome.atlas.probes import make_repeated_tokens
 
 pytestmark = pytest.mark.integration
 N, L, B = 16, 50, 16
@@ -54,16 +54,16 @@ def test_bench_plain_sdpa_forward_reference(benchmark, lm, probe):
 
 
 def test_bench_copying_ov_all_heads(benchmark, lm):
-    from attendome.circuits import ov_weights
-    from attendome.copying import ov_eigen_scores
+    from attendome.atlas.circuits import ov_weights
+    from attendome.atlas.copying import ov_eigen_scores
 
     out = benchmark.pedantic(lambda: ov_eigen_scores(ov_weights(lm)), rounds=3, iterations=1)
     assert out.shape == (lm.n_layers, lm.n_heads)
 
 
 def test_bench_retrieval_teacher_forced_one_512_token_trial(benchmark, lm):
-    from attendome.params import RetrievalParams
-    from attendome.retrieval import make_trials, teacher_forced_hits
+    from attendome.core.params import RetrievalParams
+    from attendome.atlas.retrieval import make_trials, teacher_forced_hits
 
     lm.model.set_attn_implementation("eager")
     trial = make_trials(lm.tokenizer, RetrievalParams(context_lengths=(512,), depths=(0.5,), needles_per_cell=1))[0]

@@ -8,9 +8,9 @@ heads one at a time (one module per head) on the same data and settings.
 import pytest
 import torch
 
-from attendome.cloner import SegmentData, train_cloner
-from attendome.params import EmbedParams, TrainParams
-from attendome.universal import train_universal
+from attendome.clone.cloner import SegmentData, train_cloner
+from attendome.core.params import EmbedParams, TrainParams
+from attendome.space.universal import train_universal
 from tests.test_leaderboard_unit import planted_models
 from tests.test_phase1_unit import synthetic_data
 

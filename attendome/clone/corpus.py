@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attendome.corpus_text import pydoc_documents
+from attendome.core.text import NEEDLE_WORDS, pydoc_documents
 
 __all__ = ["load_documents", "generated_documents", "chunk_document", "build_prompts", "check_disjoint",
            "text_sha256"]
@@ -60,8 +60,6 @@ def load_documents(cp) -> list[tuple[str, str]]:
 
 def generated_documents(n: int, words_per_half: int, seed: int) -> list[tuple[str, str]]:
     """``n`` probe documents ``"w1 w2 ... wn w1 w2 ... wn"`` of random common words."""
-    from attendome.retrieval import NEEDLE_WORDS
-
     rng = np.random.default_rng(seed + 7919)
     docs = []
     for i in range(n):

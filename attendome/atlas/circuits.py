@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attendome.capture import _layer_list, attention_modules, base_model
+from attendome.core.capture import _layer_list, attention_modules, base_model
 
 __all__ = ["UnsupportedArchitecture", "OVWeights", "ov_weights", "norm_gain", "out_proj"]
 

@@ -223,8 +223,8 @@ def train_cloner(train: SegmentData, heldout: SegmentData, tp, n_heads: int, tra
 
     Args:
         train, heldout: data of the same model.
-        tp: :class:`~attendome.params.TrainParams`.
-        tracker: optional :class:`~attendome.tracking.Tracker` (per-epoch losses).
+        tp: :class:`~attendome.core.params.TrainParams`.
+        tracker: optional :class:`~attendome.core.tracking.Tracker` (per-epoch losses).
 
     Returns:
         ``(model, history)``; history has per-epoch ``train_kl`` and ``heldout_kl``.

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attendome.core.tokens import special_affixes
+
 __all__ = ["TokenSpans", "token_spans", "shared_segments", "SegmentMap", "segment_map", "pool_attention"]
 
 
@@ -49,8 +51,6 @@ def token_spans(tokenizer, text: str, max_length: int | None = None) -> TokenSpa
     Raises:
         ValueError: the tokenizer cannot return offsets (a slow tokenizer).
     """
-    from attendome.probes import special_affixes
-
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: character offsets are needed")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -13,9 +13,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from attendome import scorers as S
-from attendome.io import atomic_path
-from attendome.params import Threshold
+from attendome.atlas import scorers as S
+from attendome.core.io import atomic_path
+from attendome.core.params import Threshold
 
 __all__ = ["LABELS", "label_scores", "counts_by_label", "top_heads", "percentiles", "model_summary",
            "atlas_summary", "plot_heatmaps"]

@@ -1,72 +1,16 @@
-"""Glue for the Phase 1 stages: which tokenizers are in play, the encoder, the corpus manifest."""
+"""The ``clone`` stage body: load one model's split data, train and evaluate its cloner, write outputs."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import pandas as pd
 
-from attendome.params import Params
+from attendome.core.params import Params
 
-__all__ = ["encoder_key", "tokenizers_in_play", "load_encoder", "corpus_manifest"]
+__all__ = ["load_split_data", "head_types", "summarise_clone", "plot_clone_by_type", "run_clone"]
 
-
-def encoder_key(params: Params) -> str:
-    """Name of the feature encoder (a ``models`` key, or a Hugging Face / local id)."""
-    return params.features.encoder
-
-
-def tokenizers_in_play(params: Params, load_tokenizer: Callable) -> dict:
-    """``{name: tokenizer}`` for every model in ``params.models`` and the encoder.
-
-    ``random_init`` models share their base's tokenizer and are skipped as duplicates.
-    """
-    toks = {}
-    for key, spec in params.models.items():
-        if spec.source == "random_init" and spec.base in params.models:
-            continue
-        toks[key] = load_tokenizer(key, params)
-    enc = encoder_key(params)
-    if enc not in toks:
-        if enc in params.models:
-            toks[enc] = load_tokenizer(enc, params)
-        else:
-            from transformers import AutoTokenizer
-
-            toks[f"encoder:{enc}"] = AutoTokenizer.from_pretrained(enc)
-    return toks
-
-
-def load_encoder(params: Params):
-    """Load the feature encoder as a :class:`~attendome.models.LoadedModel`."""
-    from attendome.dataset.loader import ModelLoader
-    from attendome.models import load_model
-
-    enc = encoder_key(params)
-    if enc in params.models:
-        return load_model(enc, params)
-    return ModelLoader(device="cpu").load(enc)
-
-
-def corpus_manifest(params: Params, prompts: pd.DataFrame, kept: pd.DataFrame, segments: pd.DataFrame,
-                    dropped: dict, tokenizers: list[str]) -> dict:
-    """Counts, hashes and settings of the corpus (``data/corpus/manifest.json``)."""
-    from attendome.corpus import text_sha256
-
-    out = {"settings": params.corpus.model_dump(), "tokenizers_in_play": tokenizers,
-           "prompts_built": len(prompts), "prompts_kept": len(kept), "dropped": dropped,
-           "segments": len(segments)}
-    for split, g in kept.groupby("split"):
-        out[split] = {"prompts": len(g), "documents": int(g.doc_id.nunique()),
-                      "segments": int(g.n_segments.sum()),
-                      "sha256": text_sha256("\n".join(sorted(g.text_sha256)))}
-    return out
-
-
-# ---------------------------------------------------------------- clone stage
 
 def load_split_data(key: str, params: Params, root: str = ".", tp=None):
-    """Train and held-out :class:`~attendome.cloner.SegmentData` of model ``key``, plus metadata.
+    """Train and held-out :class:`~attendome.clone.cloner.SegmentData` of model ``key``, plus metadata.
 
     ``tp`` (default ``params.clone``) gives the feature projection and position settings. Checks
     (not assumes) that no held-out prompt is used in training.
@@ -76,10 +20,10 @@ def load_split_data(key: str, params: Params, root: str = ".", tp=None):
 
     import torch
 
-    from attendome.cloner import build_data, fit_projection
-    from attendome.corpus import check_disjoint
-    from attendome.io import read_parquet
-    from attendome.segattn import load_tensors
+    from attendome.clone.cloner import build_data, fit_projection
+    from attendome.clone.corpus import check_disjoint
+    from attendome.core.io import read_parquet
+    from attendome.clone.segattn import load_tensors
 
     prompts = read_parquet(f"{root}/data/corpus/prompts.parquet")
     check_disjoint(prompts)
@@ -99,7 +43,7 @@ def load_split_data(key: str, params: Params, root: str = ".", tp=None):
 
 def head_types(root: str = ".", key: str | None = None) -> pd.DataFrame:
     """``model, layer, head, head_type`` for every head labelled high/medium in the atlas."""
-    from attendome.io import read_parquet
+    from attendome.core.io import read_parquet
 
     atlas = read_parquet(f"{root}/data/atlas.parquet")
     if key is not None:
@@ -140,7 +84,7 @@ def plot_clone_by_type(summary: dict, title: str, path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from attendome.io import atomic_path
+    from attendome.core.io import atomic_path
 
     types = list(summary["by_head_type"])
     methods = list(summary["heldout"])
@@ -167,10 +111,10 @@ def run_clone(key: str, params: Params, progress: bool = True) -> dict:
 
     import torch
 
-    from attendome.cloner import evaluate_heads, mean_positional_pattern, train_cloner
-    from attendome.io import write_json, write_parquet
-    from attendome.segattn import save_tensors
-    from attendome.tracking import track_run
+    from attendome.clone.cloner import evaluate_heads, mean_positional_pattern, train_cloner
+    from attendome.core.io import write_json, write_parquet
+    from attendome.clone.segattn import save_tensors
+    from attendome.core.tracking import track_run
 
     train, held, info, (mean, std, proj) = load_split_data(key, params)
     L, H = info["n_layers"], info["n_heads"]

@@ -20,25 +20,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from attendome import scorers as S
-from attendome.capture import attention_modules, base_model, capture_attention
-from attendome.models import LoadedModel
-from attendome.params import HeadsParams, ProbeParams
-from attendome.probes import RepeatedTokenProbe, make_repeated_tokens
-from attendome.tables import validate_scores
+from attendome.atlas import scorers as S
+from attendome.atlas.circuits import out_proj
+from attendome.atlas.copying import CopyingContext
+from attendome.atlas.probes import RepeatedTokenProbe, make_repeated_tokens
+from attendome.atlas.rows import nan_rows, not_applicable_reason, rows_from_samples
+from attendome.atlas.scorers import validate_scores
+from attendome.core.capture import attention_modules, base_model, capture_attention
+from attendome.core.models import LoadedModel
+from attendome.core.params import HeadsParams, ProbeParams
 
-__all__ = ["not_applicable_reason", "run_pattern_scorers", "score_model", "rows_from_samples", "nan_rows"]
+__all__ = ["run_pattern_scorers", "score_model"]
 
 PROBE_KINDS = ("pattern", "head_output")
-
-
-def not_applicable_reason(scorer: S.Scorer, lm: LoadedModel) -> str:
-    """Why ``scorer`` is undefined for this model ('' when it applies)."""
-    if scorer.needs_unembedding and not lm.has_unembedding:
-        return "model has no unembedding (LM head): the score is undefined"
-    if scorer.causal_only and not lm.is_causal:
-        return "bidirectional encoder: every token sees the next one, so the score is undefined"
-    return ""
 
 
 @torch.no_grad()
@@ -77,9 +71,6 @@ def run_pattern_scorers(
     ctx = None
     hooks = []
     if head_output:
-        from attendome.circuits import out_proj
-        from attendome.copying import CopyingContext
-
         ctx = CopyingContext.build(lm)
         for layer, mod in enumerate(attention_modules(body)):
             def pre(_m, args, layer=layer):  # args[0]: (batch, T, heads * d_head)
@@ -110,37 +101,11 @@ def run_pattern_scorers(
     return out
 
 
-def rows_from_samples(
-    lm: LoadedModel, name: str, samples: np.ndarray, method: str, settings: dict
-) -> list[dict]:
-    """Long-format rows (mean and standard error over axis 0) for one scorer."""
-    scorer = S.get(name)
-    n = samples.shape[0]
-    mean = samples.mean(axis=0)  # (layers, heads)
-    se = samples.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full_like(mean, np.nan)
-    rows = []
-    for layer in range(samples.shape[1]):
-        for head in range(samples.shape[2]):
-            rows.append(dict(model=lm.key, layer=layer, head=head, score_name=name,
-                             value=float(mean[layer, head]), stderr=float(se[layer, head]), n=n,
-                             method=method, settings=json.dumps(settings, sort_keys=True),
-                             scorer_version=scorer.version, reason=""))
-    return rows
-
-
-def nan_rows(lm: LoadedModel, name: str, reason: str) -> list[dict]:
-    scorer = S.get(name)
-    return [dict(model=lm.key, layer=layer, head=head, score_name=name, value=float("nan"),
-                 stderr=float("nan"), n=0, method="n/a", settings="{}",
-                 scorer_version=scorer.version, reason=reason)
-            for layer in range(lm.n_layers) for head in range(lm.n_heads)]
-
-
 def score_model(lm: LoadedModel, params: HeadsParams, progress: bool = True) -> pd.DataFrame:
     """Score all heads of ``lm`` for every scorer in ``params.scorers``.
 
     Returns:
-        A validated long table (:data:`attendome.tables.SCORE_COLUMNS`).
+        A validated long table (:data:`attendome.core.tables.SCORE_COLUMNS`).
     """
     rows: list[dict] = []
     pattern, other = [], []

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attendome.io import atomic_path, read_parquet, write_json, write_parquet
-from attendome.params import Params
+from attendome.core.io import atomic_path, read_parquet, write_json, write_parquet
+from attendome.core.params import Params
 
 __all__ = ["load_model_data", "run_embed", "run_baselines", "run_leaderboard", "METHODS", "primary_type"]
 
@@ -18,9 +18,9 @@ TYPE_PRIORITY = ("induction", "retrieval", "retrieval_tf", "previous_token", "du
 
 
 def load_model_data(params: Params, tp, root: str = "."):
-    """:class:`~attendome.universal.ModelData` of every model, in ``params.models`` order."""
-    from attendome.phase1 import load_split_data
-    from attendome.universal import ModelData
+    """:class:`~attendome.space.universal.ModelData` of every model, in ``params.models`` order."""
+    from attendome.clone.run import load_split_data
+    from attendome.space.universal import ModelData
 
     out = []
     for key in params.models:
@@ -31,10 +31,10 @@ def load_model_data(params: Params, tp, root: str = "."):
 
 def run_embed(params: Params, progress: bool = True) -> dict:
     """Train the universal encoder on all models, evaluate it, run the held-out-model transfer."""
-    from attendome.cloner import mean_positional_pattern
-    from attendome.segattn import save_tensors
-    from attendome.tracking import track_run
-    from attendome.universal import (embedding_table, evaluate_universal, fit_new_embeddings, mean_kl,
+    from attendome.clone.cloner import mean_positional_pattern
+    from attendome.clone.segattn import save_tensors
+    from attendome.core.tracking import track_run
+    from attendome.space.universal import (embedding_table, evaluate_universal, fit_new_embeddings, mean_kl,
                                      train_universal)
 
     tp = params.embed
@@ -70,7 +70,7 @@ def run_embed(params: Params, progress: bool = True) -> dict:
 
 def _transfer(models, tp, progress: bool) -> dict:
     """Train without ``tp.transfer_model``, then fit only its embeddings (shared network frozen)."""
-    from attendome.universal import fit_new_embeddings, mean_kl, train_universal
+    from attendome.space.universal import fit_new_embeddings, mean_kl, train_universal
 
     held = next(m for m in models if m.key == tp.transfer_model)
     rest = [m for m in models if m.key != tp.transfer_model]
@@ -92,9 +92,9 @@ def _index(params: Params) -> pd.DataFrame:
 
 def run_baselines(params: Params) -> None:
     """Write the random, score-vector, RSA and cloner baseline embedding tables."""
-    from attendome.baselines import (cloner_embeddings, cloner_vectors, random_embeddings, rsa_embeddings,
+    from attendome.space.baselines import (cloner_embeddings, cloner_vectors, random_embeddings, rsa_embeddings,
                                      rsa_vectors, score_embeddings)
-    from attendome.segattn import load_tensors
+    from attendome.clone.segattn import load_tensors
 
     index = _index(params)
     dim = params.embed.dim
@@ -126,7 +126,7 @@ def primary_type(atlas: pd.DataFrame, labels=("high", "medium")) -> pd.DataFrame
 
 def run_leaderboard(params: Params) -> dict:
     """Score every method; write metrics, the outlier table and plots."""
-    from attendome.leaderboard import flag_outliers, lomo_f1, retrieval_at_k
+    from attendome.space.leaderboard import flag_outliers, lomo_f1, retrieval_at_k
 
     lp = params.leaderboard
     atlas = read_parquet("data/atlas.parquet")
@@ -198,7 +198,7 @@ def _plots(params: Params, curves: dict, out: pd.DataFrame, types: pd.DataFrame)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from attendome.baselines import pca
+    from attendome.space.baselines import pca
 
     emb = read_parquet("data/embeddings/universal.parquet")
     X = emb[[c for c in emb.columns if c.startswith("e_")]].to_numpy()

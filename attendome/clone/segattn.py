@@ -1,7 +1,7 @@
 """Segment-level attention of every head, and segment features of the frozen encoder.
 
 Both stream prompts one at a time: a prompt's attention is pooled onto its segments inside the
-layer hooks (:mod:`attendome.align`), so at no point are all prompts x layers x heads token maps held.
+layer hooks (:mod:`attendome.clone.align`), so at no point are all prompts x layers x heads token maps held.
 Stored per prompt, keyed by ``prompt_id``, in safetensors (no pickle):
 
 * attention: ``(n_layers * n_heads, S, S + 1)`` float16, row ``layer * n_heads + head``, column 0
@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from attendome.align import pool_attention, segment_map, token_spans
-from attendome.capture import base_model, capture_attention
-from attendome.io import atomic_path
+from attendome.clone.align import pool_attention, segment_map, token_spans
+from attendome.core.capture import base_model, capture_attention
+from attendome.core.io import atomic_path
 
 __all__ = ["prompt_segments", "segment_attention", "segment_features", "save_tensors", "load_tensors"]
 

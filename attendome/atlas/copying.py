@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attendome import scorers as S
-from attendome.circuits import OVWeights, UnsupportedArchitecture, ov_weights
+from attendome.atlas import registry as S
+from attendome.atlas.circuits import OVWeights, UnsupportedArchitecture, ov_weights
+from attendome.atlas.rows import nan_rows
 
 __all__ = ["ov_eigen_scores", "copying_ov", "CopyingContext", "copying"]
 
@@ -51,8 +52,6 @@ def ov_eigen_scores(ov: OVWeights) -> np.ndarray:
             definition="sum(eig)/sum(|eig|) of the OV circuit W_E W_V W_O W_U (norm gains folded)")
 def copying_ov(lm, params, progress: bool = True) -> list[dict]:
     """Weights-only copying score of every head (see module docstring); rows of the score table."""
-    from attendome.heads import nan_rows
-
     try:
         scores = ov_eigen_scores(ov_weights(lm))
     except UnsupportedArchitecture as err:

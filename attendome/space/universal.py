@@ -7,7 +7,7 @@ A shared network maps the frozen segment features ``Z`` and a head's compact emb
 
     Q_h = Q_0 + sum_k e_h[k] Q_k        K_h = K_0 + sum_k e_h[k] K_k          (d_in x r each)
     s_h = s_0 + S e_h,  b_h = b_0 + c . e_h,  p_h = p_0 + P e_h                 (sink and rel. bias)
-    A_hat_h = the bilinear attention of :mod:`attendome.cloner` with these maps
+    A_hat_h = the bilinear attention of :mod:`attendome.clone.cloner` with these maps
 
 Training samples, per step, one model (probability proportional to its head count), a batch of
 training prompts and ``heads_per_batch`` of that model's heads (as the paper samples voxels), and
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from attendome.cloner import (SegmentData, _loss, bilinear_logprobs, evaluate_heads, kl_rows, length_batches,
+from attendome.clone.cloner import (SegmentData, _loss, bilinear_logprobs, evaluate_heads, kl_rows, length_batches,
                               pad_batch, sorted_batches)
 
 __all__ = ["ModelData", "UniversalEncoder", "train_universal", "fit_new_embeddings", "evaluate_universal",

@@ -163,12 +163,10 @@ class HeadsParams(_Frozen):
 
     @field_validator("scorers")
     @classmethod
-    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from attendome.scorers import REGISTRY
-
-        for name in v:
-            if name not in REGISTRY:
-                raise ValueError(f"unknown scorer {name!r}; available: {sorted(REGISTRY)}")
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # Whether each name is a registered scorer is checked by the atlas layer, which owns the
+        # registry (attendome.atlas.scorers.check_scorer_names, called by attendome.stage before
+        # any model loads): core must not import the layers above it.
         if len(set(v)) != len(v):
             raise ValueError("scorers listed twice")
         return v
@@ -190,7 +188,7 @@ class AtlasParams(_Frozen):
 
 
 class CorpusParams(_Frozen):
-    """Prompt sets for Phase 1/2 (see :mod:`attendome.corpus`)."""
+    """Prompt sets for Phase 1/2 (see :mod:`attendome.clone.corpus`)."""
 
     source: Literal["pydoc", "files", "hf"] = "pydoc"
     files: tuple[str, ...] = ()

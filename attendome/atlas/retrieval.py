@@ -2,7 +2,7 @@
 Factuality", arXiv 2404.15574) on needle-in-a-haystack prompts built offline.
 
 Prompt: ``[BOS] haystack[:p] | needle | haystack[p:] | question``, where the haystack is a window
-of the standard library's pydoc prose (:mod:`attendome.corpus_text`), the needle is
+of the standard library's pydoc prose (:mod:`attendome.core.text`), the needle is
 ``" The secret phrase is: w1 ... wn."`` with ``n`` random words, inserted at a fraction ``depth``
 of the context, and the question asks for the phrase and ends with ``"The secret phrase is:"``.
 Token ids are concatenated (never re-tokenized), so the phrase has identical tokens in the needle
@@ -33,23 +33,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attendome import scorers as S
-from attendome.capture import base_model, capture_attention
-from attendome.corpus_text import pydoc_documents
-from attendome.probes import special_affixes
+from attendome.atlas import registry as S
+from attendome.atlas.rows import nan_rows, rows_from_samples
+from attendome.core.capture import base_model, capture_attention
+from attendome.core.text import NEEDLE_WORDS, pydoc_documents
+from attendome.core.tokens import special_affixes
 
 __all__ = ["NEEDLE_WORDS", "Trial", "make_trials", "teacher_forced_hits", "generation_hits",
            "retrieval", "retrieval_tf"]
 
-NEEDLE_WORDS = (
-    "apple river copper violin lantern meadow falcon pepper marble harbor canyon velvet "
-    "thunder walnut ribbon glacier saddle orchid pickle compass tiger basket candle dragon "
-    "feather garlic hammer island jacket kettle ladder mirror needle orange parrot quartz "
-    "rocket silver tomato umbrella wagon yellow zebra anchor biscuit cactus dolphin engine "
-    "forest goblet helmet igloo jungle kayak lemon magnet noodle oyster pillow rabbit sponge "
-    "turtle vessel window yogurt banjo cobalt donkey emerald fossil ginger hazel ivory jasmine "
-    "koala lilac mango nectar olive peanut quiver raven saffron tulip violet willow"
-).split()
 QUESTION = "\n\nQuestion: What is the secret phrase in the text above?\nAnswer: The secret phrase is:"
 NEEDLE_PRE = " The secret phrase is:"
 
@@ -210,8 +202,6 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int) -> tuple[np.ndarray, 
 
 
 def _rows(lm, name: str, per_trial: list[np.ndarray], method: str, settings: dict, reason: str) -> list[dict]:
-    from attendome.heads import nan_rows, rows_from_samples
-
     if not per_trial:
         return nan_rows(lm, name, reason)
     return rows_from_samples(lm, name, np.stack(per_trial), method, settings)

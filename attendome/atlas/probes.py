@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attendome.scorers import ProbeLayout
+from attendome.atlas.registry import ProbeLayout
+from attendome.core.tokens import special_affixes
 
 __all__ = ["RepeatedTokenProbe", "special_affixes", "candidate_token_ids", "make_repeated_tokens"]
 
@@ -44,20 +45,6 @@ class RepeatedTokenProbe:
     @property
     def bos_prepended(self) -> bool:
         return len(self.prefix) > 0
-
-
-def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
-    """Special token ids the tokenizer's template puts before and after a text."""
-    plain = tokenizer.encode("hello world", add_special_tokens=False)
-    full = tokenizer.encode("hello world", add_special_tokens=True)
-    start = next((i for i in range(len(full)) if full[i : i + len(plain)] == plain), None)
-    if start is None:  # template rewrote the text; fall back to BOS only
-        prefix, suffix = [], []
-    else:
-        prefix, suffix = full[:start], full[start + len(plain) :]
-    if not prefix and getattr(tokenizer, "bos_token_id", None) is not None and not suffix:
-        prefix = [tokenizer.bos_token_id]
-    return list(prefix), list(suffix)
 
 
 def candidate_token_ids(tokenizer) -> np.ndarray:

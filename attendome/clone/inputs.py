@@ -1,0 +1,63 @@
+"""Inputs of Phase 1 (stages ``corpus`` and ``features``): the tokenizers in play, the frozen encoder,
+the corpus manifest."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+
+from attendome.core.params import Params
+
+__all__ = ["encoder_key", "tokenizers_in_play", "load_encoder", "corpus_manifest"]
+
+
+def encoder_key(params: Params) -> str:
+    """Name of the feature encoder (a ``models`` key, or a Hugging Face / local id)."""
+    return params.features.encoder
+
+
+def tokenizers_in_play(params: Params, load_tokenizer: Callable) -> dict:
+    """``{name: tokenizer}`` for every model in ``params.models`` and the encoder.
+
+    ``random_init`` models share their base's tokenizer and are skipped as duplicates.
+    """
+    toks = {}
+    for key, spec in params.models.items():
+        if spec.source == "random_init" and spec.base in params.models:
+            continue
+        toks[key] = load_tokenizer(key, params)
+    enc = encoder_key(params)
+    if enc not in toks:
+        if enc in params.models:
+            toks[enc] = load_tokenizer(enc, params)
+        else:
+            from transformers import AutoTokenizer
+
+            toks[f"encoder:{enc}"] = AutoTokenizer.from_pretrained(enc)
+    return toks
+
+
+def load_encoder(params: Params):
+    """Load the feature encoder as a :class:`~attendome.core.models.LoadedModel`."""
+    from attendome.core.models import load_model, params_for_name
+
+    enc = encoder_key(params)
+    if enc in params.models:
+        return load_model(enc, params)
+    return load_model(*params_for_name(params, enc, device="cpu"))
+
+
+def corpus_manifest(params: Params, prompts: pd.DataFrame, kept: pd.DataFrame, segments: pd.DataFrame,
+                    dropped: dict, tokenizers: list[str]) -> dict:
+    """Counts, hashes and settings of the corpus (``data/corpus/manifest.json``)."""
+    from attendome.clone.corpus import text_sha256
+
+    out = {"settings": params.corpus.model_dump(), "tokenizers_in_play": tokenizers,
+           "prompts_built": len(prompts), "prompts_kept": len(kept), "dropped": dropped,
+           "segments": len(segments)}
+    for split, g in kept.groupby("split"):
+        out[split] = {"prompts": len(g), "documents": int(g.doc_id.nunique()),
+                      "segments": int(g.n_segments.sum()),
+                      "sha256": text_sha256("\n".join(sorted(g.text_sha256)))}
+    return out
