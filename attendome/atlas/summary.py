@@ -18,7 +18,7 @@ from attendome.core.io import atomic_path
 from attendome.core.params import Threshold
 
 __all__ = ["LABELS", "label_scores", "counts_by_label", "top_heads", "percentiles", "model_summary",
-           "atlas_summary", "plot_heatmaps"]
+           "atlas_summary", "model_headline", "atlas_headline", "plot_heatmaps"]
 
 LABELS = ("high", "medium", "low", "n/a")
 
@@ -118,6 +118,36 @@ def atlas_summary(atlas: pd.DataFrame, k: int, pcts: Sequence[float]) -> dict:
         if ov:
             summ["overlap"] = ov
         out[m] = summ
+    return {"models": out}
+
+
+def model_headline(labelled: pd.DataFrame, positive: Sequence[str] = ("high", "medium")) -> dict:
+    """The few numbers of one model worth comparing across runs (``metrics/heads/<model>.json``).
+
+    Returns:
+        ``{"n_heads", "positives": {type: heads labelled high or medium}, "max": {type: best value}}``
+        (types whose score is undefined for the model are left out).
+    """
+    out = {"n_heads": int(labelled[["layer", "head"]].drop_duplicates().shape[0]), "positives": {}, "max": {}}
+    for name, g in labelled.groupby("score_name", sort=True):
+        if g["value"].isna().all():
+            continue
+        out["positives"][name] = int(g["label"].isin(list(positive)).sum())
+        out["max"][name] = round(float(g["value"].max()), 4)
+    return out
+
+
+def atlas_headline(summary: dict) -> dict:
+    """Headline of the whole atlas (``metrics/atlas.json``): per model the number of positive heads per
+    type, and the top-k overlap of induction with retrieval (teacher-forced)."""
+    out = {}
+    for m, s in summary["models"].items():
+        pos = {t: c["high"] + c["medium"] for t, c in s["counts"].items() if c["n/a"] < sum(c.values())}
+        row = {"positives": pos}
+        ov = s.get("overlap", {}).get("induction~retrieval_tf")
+        if ov:
+            row["induction_retrieval_tf_top_overlap"] = ov["top_k_intersection"]
+        out[m] = row
     return {"models": out}
 
 

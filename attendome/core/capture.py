@@ -8,6 +8,7 @@ to be loaded with ``attn_implementation="eager"`` (fused kernels never form the 
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -80,8 +81,15 @@ def capture_attention(
 
         return hook
 
+    def ask_for_probs(_mod, args, kwargs):
+        # modules that return their probabilities only when asked (e.g. MPNet's self-attention)
+        kwargs["output_attentions"] = True
+        return args, kwargs
+
     try:
         for i in chosen:
+            if "output_attentions" in inspect.signature(mods[i].forward).parameters:
+                handles.append(mods[i].register_forward_pre_hook(ask_for_probs, with_kwargs=True))
             handles.append(mods[i].register_forward_hook(make_hook(i)))
         yield
     finally:

@@ -1,12 +1,15 @@
 """Atomic, pickle-free writers and checked readers.
 
-Every output is written to a temporary file in the target directory and renamed into place, so an
-interrupted stage never leaves a half file that DVC would accept. Formats: parquet, JSON,
+Every output is written to a temporary file ``.<name>.<random>.tmp`` in the target directory and
+renamed into place, so an interrupted stage never leaves a half file that DVC would accept; stale
+temporary siblings of a killed earlier write are removed before the next write, and ``.dvcignore``
+hides them from DVC meanwhile. Formats: parquet, JSON,
 safetensors, PNG (no pickle anywhere a user loads).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -17,7 +20,19 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-__all__ = ["atomic_path", "write_parquet", "read_parquet", "write_json", "read_json", "to_jsonable"]
+__all__ = ["DataError", "MissingDataError", "CorruptDataError", "atomic_path", "write_parquet", "read_parquet", "write_json", "read_json", "to_jsonable"]
+
+
+class DataError(Exception):
+    """A pipeline input is missing or unreadable; the message names the file and the fix."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """An input file does not exist (its stage has not run)."""
+
+
+class CorruptDataError(DataError, ValueError):
+    """An input file exists but cannot be read."""
 
 
 @contextmanager
@@ -25,6 +40,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -46,11 +63,11 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     """Read a parquet file; a missing or corrupt file gets an error that names it."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the stage that produces it (dvc repro)")
+        raise MissingDataError(f"{path} not found: run the stage that produces it (dvc repro)")
     try:
         return pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
-        raise ValueError(f"{path} is not a readable parquet file ({err}); delete it and rerun dvc repro") from None
+        raise CorruptDataError(f"{path} is not a readable parquet file ({err}); delete it and rerun dvc repro") from None
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -79,8 +96,8 @@ def read_json(path: str | Path) -> Any:
     """Read JSON; a missing or corrupt file gets an error that names it."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the stage that produces it (dvc repro)")
+        raise MissingDataError(f"{path} not found: run the stage that produces it (dvc repro)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it and rerun dvc repro") from None
+        raise CorruptDataError(f"{path} is not valid JSON ({err}); delete it and rerun dvc repro") from None

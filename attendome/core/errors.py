@@ -1,0 +1,16 @@
+"""The errors a user can cause and fix (bad params, unavailable weights, missing or corrupt inputs).
+
+Entry points (stage scripts, the seed CLI) print these as one ``error: ...`` line and exit with
+status 2; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from attendome.core.io import CorruptDataError, DataError, MissingDataError
+from attendome.core.models import ModelUnavailableError
+from attendome.core.params import ParamsError
+
+__all__ = ["EXPECTED_ERRORS", "ParamsError", "ModelUnavailableError", "DataError", "MissingDataError",
+           "CorruptDataError"]
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ParamsError, ModelUnavailableError, DataError)
