@@ -1,66 +1,170 @@
-"""Unit tier for Phase 2: leaderboard metrics on hand-made embeddings, leakage, and the universal
-encoder recovering planted shared head types (with a planted odd head flagged as an outlier)."""
+"""Unit tier for Phase 2: every leaderboard metric against a hand-computed case, chance levels,
+confidence intervals, permutation nulls, leakage, outliers, correspondence, and the universal
+encoder recovering planted shared head types."""
+
+import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from attendome.clone.cloner import SegmentData, bilinear_logprobs, evaluate_heads, valid_mask
-from attendome.space.leaderboard import flag_outliers, hit_chance, lomo_f1, retrieval_at_k
-from attendome.core.params import EmbedParams
+from attendome.clone.cloner import SegmentData, bilinear_logprobs, valid_mask
+from attendome.core.params import EmbedParams, LeaderboardParams
+from attendome.space.board import _columns, fit_transform, qualifying_types
+from attendome.space.leaderboard import (bootstrap_ci, correspondence, expected_ap, flag_outliers, hit_chance,
+                                         lomo_classification, permutation_null_map, ranking_metrics,
+                                         retrieval_queries)
 from attendome.space.universal import ModelData, evaluate_universal, train_universal
 
 
-def _planted(n_models=3, per_model=12, seed=0):
+def test_ranking_metrics_by_hand():
+    # ranked labels: + - + - -  (N = 5 candidates, P = 2 positives)
+    r = ranking_metrics(np.array([1, 0, 1, 0, 0], bool), [1, 2, 3, 10])
+    assert r["ap"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert r["precision@1"] == 1.0 and r["precision@2"] == 0.5 and r["precision@3"] == pytest.approx(2 / 3)
+    assert r["precision@10"] == pytest.approx(2 / 10)  # precision@k divides by k: its ceiling is P / k
+    assert r["recall@1"] == 0.5 and r["recall@2"] == 0.5 and r["recall@3"] == 1.0
+    assert r["hit@1"] == 1.0
+    assert r["precision@1_chance"] == pytest.approx(2 / 5)
+    assert r["recall@2_chance"] == pytest.approx(2 / 5) and r["recall@10_chance"] == 1.0
+    assert r["hit@1_chance"] == pytest.approx(2 / 5)
+    assert r["ap_chance"] == pytest.approx(expected_ap(5, 2))
+
+
+def test_expected_ap_is_exact():
+    assert expected_ap(2, 1) == pytest.approx(0.75)  # positive first (AP 1) or second (AP 1/2)
+    assert expected_ap(5, 5) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    n, p = 12, 3
+    sims = [ranking_metrics(rng.permutation(np.r_[np.ones(p), np.zeros(n - p)]).astype(bool), [1])["ap"]
+            for _ in range(20000)]
+    assert np.mean(sims) == pytest.approx(expected_ap(n, p), abs=0.005)
+
+
+def test_hit_chance():
+    assert hit_chance(10, 0, 3) == 0.0 and hit_chance(10, 9, 3) == 1.0
+    assert hit_chance(10, 1, 1) == pytest.approx(0.1)
+    assert hit_chance(10, 2, 2) == pytest.approx(1 - math.comb(8, 2) / math.comb(10, 2))
+
+
+def _planted(n_models=4, per_model=12, pos=3, noise=0.05, seed=0):
     rng = np.random.default_rng(seed)
-    models = np.repeat([f"m{i}" for i in range(n_models)], per_model)
-    labels = np.tile(np.arange(per_model) < 3, n_models)  # 3 induction heads per model
-    return models, labels, rng
+    model = np.repeat([f"m{i}" for i in range(n_models)], per_model)
+    labels = np.tile(np.arange(per_model) < pos, n_models)
+    X = np.where(labels[:, None], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]) + noise * rng.standard_normal((len(labels), 3))
+    return X, model, labels, rng
 
 
-def test_perfect_embedding_gives_retrieval_and_f1_of_one():
-    models, labels, rng = _planted()
-    X = np.where(labels[:, None], [1.0, 0.0], [0.0, 1.0]) + 0.01 * rng.standard_normal((len(labels), 2))
-    r = retrieval_at_k(X, models, labels, [1, 5])
-    assert r["k"][1]["recall"] == 1.0 and r["k"][5]["recall"] == 1.0 and r["k"][5]["hit"] == 1.0
-    assert r["k"][5]["recall_chance"] == pytest.approx(6 / 24)
-    assert lomo_f1(X, models, labels)["f1"] == 1.0
+def test_planted_embedding_wins_and_random_sits_at_chance():
+    X, model, labels, rng = _planted(n_models=6, per_model=40, pos=6)
+    family = model.copy()
+    good = retrieval_queries(X, model, family, labels, [5])
+    good = good[good.scope == "all"]
+    assert good["ap"].mean() == pytest.approx(1.0) and good["precision@5"].mean() == pytest.approx(1.0)
+    assert good["recall@5"].mean() == pytest.approx(5 / 30)  # 30 positives in the other 5 models
+    R = rng.standard_normal((len(labels), 8))
+    bad = retrieval_queries(R, model, family, labels, [5])
+    bad = bad[bad.scope == "all"]
+    lo, hi = bootstrap_ci(bad["ap"].to_numpy(), None, 2000, 0)
+    assert lo <= bad["ap_chance"].mean() <= hi
+    null = permutation_null_map(R, model, labels, 200, 0)
+    p_random = (1 + np.sum(null >= bad["ap"].mean())) / 201
+    null_good = permutation_null_map(X, model, labels, 200, 0)
+    p_good = (1 + np.sum(null_good >= good["ap"].mean())) / 201
+    assert p_good < 0.01 < p_random
 
 
-def test_shuffled_labels_give_chance():
-    rng = np.random.default_rng(1)
-    models = np.repeat([f"m{i}" for i in range(6)], 100)
-    labels = rng.random(600) < 0.2
-    X = rng.standard_normal((600, 8))
-    r = retrieval_at_k(X, models, labels, [10])
-    assert abs(r["k"][10]["recall"] - r["k"][10]["recall_chance"]) < 0.05
-    f = lomo_f1(X, models, labels)
-    assert f["f1"] < 0.45 and abs(f["f1"] - f["f1_shuffled"]) < 0.15
+def test_scopes_separate_same_family_from_cross_family_pairs():
+    X, model, labels, _ = _planted(n_models=3)
+    family = np.where(model == "m2", "fam-a", np.where(model == "m1", "fam-a", "fam-b"))
+    q = retrieval_queries(X, model, family, labels, [1])
+    m0 = q[q["query"] < 12]  # queries of m0 (fam-b) have no same-family candidate
+    assert set(m0.scope) == {"all", "cross_family"}
+    m1 = q[(q["query"] >= 12) & (q["query"] < 24)]
+    assert set(m1.scope) == {"all", "cross_family", "same_family"}
+    assert (m1[m1.scope == "same_family"]["n"] == 12).all()  # only m2's heads
 
 
-def test_f1_never_trains_on_the_model_it_tests():
+def test_two_level_bootstrap_is_wider_when_queries_cluster_by_model():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), 25)
+    values = np.repeat(rng.normal(0, 1, 4), 25) + rng.normal(0, 0.05, 100)
+    lo1, hi1 = bootstrap_ci(values, None, 2000, 0)
+    lo2, hi2 = bootstrap_ci(values, groups, 2000, 0)
+    assert lo1 <= values.mean() <= hi1 and lo2 <= values.mean() <= hi2
+    assert (hi2 - lo2) > 3 * (hi1 - lo1)
+
+
+def test_classifier_never_trains_on_the_model_it_tests():
     # only model m0 has positives, and the embedding identifies the model perfectly: a classifier
     # that saw m0 in training would score F1 = 1; leave-one-model-out must score 0
     models = np.repeat(["m0", "m1", "m2"], 10)
     labels = models == "m0"
     X = np.eye(3)[np.repeat([0, 1, 2], 10)]
-    assert lomo_f1(X, models, labels)["f1"] == 0.0
+    assert lomo_classification(X, models, labels)["f1"] == 0.0
 
 
-def test_hit_chance_and_outlier_rules():
-    assert hit_chance(10, 0, 3) == 0.0 and hit_chance(10, 9, 3) == 1.0
-    assert hit_chance(10, 1, 1) == pytest.approx(0.1)
-    e = np.r_[np.random.default_rng(0).normal(1, 0.05, 100), 5.0]
-    _, flagged = flag_outliers(e, "robust_z", 3.5)
-    assert flagged[-1] and flagged.sum() <= 2
-    _, f2 = flag_outliers(e, "percentile", 99)
-    assert f2[-1]
+def test_classifier_on_planted_and_shuffled_embeddings():
+    X, model, labels, rng = _planted()
+    c = lomo_classification(X, model, labels, n_perm=20, seed=0)
+    assert c["f1"] == 1.0 and c["mean_ap"] == 1.0
+    assert set(c["ap_by_model"]) == {"m0", "m1", "m2", "m3"}
+    assert c["ap_by_model"]["m0"]["chance"] == pytest.approx(3 / 12)
+    assert np.mean(c["null"]["f1"]) < 0.6
+    R = rng.standard_normal((len(labels), 4))
+    assert lomo_classification(R, model, labels)["mean_ap"] < 0.8
+
+
+def test_outliers_are_flagged_within_their_model_and_only_when_worse_than_positional():
+    rng = np.random.default_rng(0)
+    model = np.repeat(["a", "b"], 100)
+    ratio = np.r_[rng.uniform(0.5, 0.7, 99), 3.0, rng.uniform(0.5, 0.7, 99), 0.95]
+    _, flagged = flag_outliers(ratio, model, 3.5, 1.0)
+    assert flagged[99] and flagged.sum() == 1  # b's tail head is far out but still beats its positional
+    _, f2 = flag_outliers(ratio, model, 99, 1.0, rule="percentile")
+    assert f2[99] and not f2[199]
+
+
+def test_correspondence_finds_mutual_pairs():
+    X = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0.1, 0.9, 0], [0, 0, 1]], float)
+    model = np.array(["a", "a", "b", "b", "b"])
+    c = correspondence(X, model)
+    ab = c[(c.i < 2)].set_index("i")
+    assert ab.loc[0, "j"] == 2 and ab.loc[1, "j"] == 3 and ab["mutual"].all()
+    ba = c[c.i == 4].iloc[0]
+    assert not ba["mutual"] and ba["rank_in_own_model"] == 3  # head 4 fits nowhere: last for its match
+
+
+def test_like_for_like_transform_and_score_columns():
+    X = np.random.default_rng(0).standard_normal((20, 40))
+    model = np.repeat(["a", "b"], 10)
+    T = fit_transform(X, np.ones(20, bool), model, 8, "global")
+    assert T.shape == (20, 8) and np.allclose(T.mean(0), 0, atol=1e-9)
+    Tm = fit_transform(X, np.ones(20, bool), model, 8, "model")
+    assert np.allclose(Tm[:10].mean(0), 0, atol=1e-9)
+    cols = pd.DataFrame(columns=["model", "e_induction", "e_retrieval", "e_retrieval_tf", "e_previous_token"])
+    mech = (("induction", "retrieval", "retrieval_tf"),)
+    assert _columns(cols, "scores", "induction", mech) == ["e_previous_token"]
+    assert _columns(cols, "scores", "previous_token", mech) == ["e_induction", "e_retrieval", "e_retrieval_tf"]
+    assert _columns(cols, "rsa", "induction", mech) == list(cols.columns[1:])
+
+
+def test_qualifying_types_use_only_real_models_and_defined_labels():
+    meta = pd.DataFrame({"model": np.repeat(["a", "b", "ctrl", "enc"], 4), "layer": 0, "head": np.tile(range(4), 4),
+                         "family": "f", "control": np.repeat([False, False, True, False], 4)})
+    meta["label_induction"] = ["high"] * 3 + ["low"] + ["medium"] * 3 + ["low"] + ["high"] * 4 + ["n/a"] * 4
+    meta["label_previous_token"] = ["high"] * 3 + ["low"] * 5 + ["high"] * 4 + ["low"] * 4
+    lp = LeaderboardParams(min_positives=3, min_models=2)
+    q = qualifying_types(meta, lp)
+    assert set(q) == {"induction"}  # previous_token has 3 positives in one real model only
+    assert q["induction"]["n_pool"] == 8 and q["induction"]["pool_models"] == ["a", "b"]
 
 
 TYPES = 3
 
 
-def planted_models(n_models=3, heads_per_type=2, n_prompts=70, d=10, seed=0, odd_in="m1"):
+def planted_models(n_models=3, heads_per_type=2, n_prompts=90, d=10, seed=0, odd_in="m1"):
     """Models whose heads are noisy copies of 3 shared bilinear types, plus one odd head that
     attends at random (a new Dirichlet draw per prompt: no function of the features)."""
     g = torch.Generator().manual_seed(seed)
@@ -87,9 +191,11 @@ def planted_models(n_models=3, heads_per_type=2, n_prompts=70, d=10, seed=0, odd
             A.append(a)
         n = A[0].shape[0]
         types[key] = [t for t in range(TYPES) for _ in range(heads_per_type)] + ([-1] if key == odd_in else [])
-        tr = SegmentData([f"p{i}" for i in range(50)], Zs[:50], A[:50], True)
-        ho = SegmentData([f"p{i}" for i in range(50, n_prompts)], Zs[50:], A[50:], True)
-        out.append(ModelData(key, tr, ho, 1, n))
+
+        def part(a, b):
+            return SegmentData([f"p{i}" for i in range(a, b)], Zs[a:b], A[a:b], True)
+
+        out.append(ModelData(key, part(0, 50), part(50, 70), part(70, n_prompts), 1, n))
     return out, types
 
 
@@ -97,16 +203,23 @@ def test_universal_encoder_recovers_planted_types_and_flags_the_odd_head():
     torch.manual_seed(0)
     models, types = planted_models()
     tp = EmbedParams(dim=8, rank=8, epochs=40, lr=0.02, heads_per_batch=8, batch_prompts=10, position_dims=0,
-                     max_offset=4)
-    enc, _ = train_universal(models, tp, progress=False)
-    X = np.concatenate([enc.emb[m.key].detach().numpy() for m in models])
+                     max_offset=4, prev_keys=False, patience=40, weight_decay=0.0, position_components=0)
+    enc, res, updates = train_universal(models, tp, seed=0, progress=False)
+    assert res.best_epoch == int(np.argmin([h["val_kl"] for h in res.history]))
+    assert all(u.sum() > 0 for u in updates.values())
+    X = np.concatenate([enc.embedding(m.key).numpy() for m in models])
     model_of = np.concatenate([[m.key] * m.n for m in models])
     t = np.concatenate([types[m.key] for m in models])
     for target in range(TYPES):
-        r = retrieval_at_k(X, model_of, t == target, [2])
-        assert r["k"][2]["recall"] >= 0.75, (target, r)
-        assert r["k"][2]["recall"] > 2 * r["k"][2]["recall_chance"]
-    errs = np.concatenate([evaluate_universal(enc, m, 16).query("method == 'model' and metric == 'kl'")["value"]
-                           for m in models])
-    _, flagged = flag_outliers(errs, "robust_z", 3.5)
+        q = retrieval_queries(X, model_of, model_of, t == target, [2])
+        q = q[q.scope == "all"]
+        assert q["precision@2"].mean() >= 0.75, (target, q["precision@2"].mean())
+        assert q["ap"].mean() > 2 * q["ap_chance"].mean()
+    ratios, mods = [], []
+    for m in models:
+        per = evaluate_universal(enc, m, 16, positional=torch.full((m.n, 14, 15), 1.0 / 15))
+        w = per[(per.kind == "all") & (per.metric == "kl")].pivot_table(index="head", columns="method", values="value")
+        ratios.append((w["model"] / w["positional"]).to_numpy())
+        mods += [m.key] * m.n
+    _, flagged = flag_outliers(np.concatenate(ratios), np.array(mods), 3.5, 0.0)
     assert flagged[t == -1].all() and flagged.sum() == 1

@@ -8,8 +8,11 @@ Sources (``corpus.source`` in params):
 Generated probes are added as their own documents: sequences of random common words repeated
 twice (so induction behaviour shows at the word level, where all tokenizers agree).
 
-Split: documents (never prompts) are assigned to ``train`` or ``heldout`` by a seeded permutation,
-so no held-out text was seen in training; :func:`check_disjoint` verifies it from the table.
+Split: documents (never prompts) are assigned to ``heldout`` (``held_out_fraction`` of them) by a
+seeded permutation; of the remaining (training) documents, ``val_fraction`` form the ``val`` split
+and the rest ``train``. ``val`` is what every learned method chooses its epoch (early stopping) and
+settings on; ``heldout`` is only ever used for the final numbers. No document and no identical text
+is in two splits; :func:`check_disjoint` verifies it from the table (checked, not assumed).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import pandas as pd
 
 from attendome.core.text import NEEDLE_WORDS, pydoc_documents
 
-__all__ = ["load_documents", "generated_documents", "chunk_document", "build_prompts", "check_disjoint",
-           "text_sha256"]
+__all__ = ["SPLITS", "load_documents", "generated_documents", "chunk_document", "split_documents", "build_prompts",
+           "check_disjoint", "text_sha256"]
 
 WORD_RE = re.compile(r"\S+")
 
@@ -82,42 +85,67 @@ def chunk_document(text: str, words: int, max_chunks: int, rng: np.random.Genera
     return out
 
 
+SPLITS = ("train", "val", "heldout")
+
+
+def split_documents(ids: list[str], held_out_fraction: float, val_fraction: float,
+                    rng: np.random.Generator) -> dict[str, str]:
+    """``{doc_id: split}``: a seeded permutation; the first ``held_out_fraction`` of the documents
+    are ``heldout``, then ``val_fraction`` of the *remaining* (training) documents are ``val``."""
+    order = rng.permutation(len(ids))
+    n_held = int(round(held_out_fraction * len(ids)))
+    n_val = int(round(val_fraction * (len(ids) - n_held)))
+    out = {}
+    for rank, i in enumerate(order):
+        out[ids[i]] = "heldout" if rank < n_held else "val" if rank < n_held + n_val else "train"
+    return out
+
+
 def build_prompts(cp) -> pd.DataFrame:
     """The prompt table: ``prompt_id, doc_id, source, split, text, text_sha256``.
 
-    Documents are split first (seeded), then chunked; generated probes are split the same way.
+    Documents are split first (seeded; :func:`split_documents`), then chunked; generated probes are
+    split the same way, separately, so every split holds both kinds. A chunk whose exact text was
+    already taken from an earlier document (documents in sorted order) is dropped, so no text can
+    be in two splits.
     """
     rng = np.random.default_rng(cp.seed)
     docs = load_documents(cp)
     gen = generated_documents(cp.n_generated, cp.generated_words, cp.seed)
     rows = []
+    seen: set[str] = set()
     for family in (docs, gen):
-        ids = [d for d, _ in family]
-        order = rng.permutation(len(ids))
-        n_held = int(round(cp.held_out_fraction * len(ids)))
-        held = {ids[i] for i in order[:n_held]}
+        split = split_documents([d for d, _ in family], cp.held_out_fraction, cp.val_fraction, rng)
         for doc_id, text in family:
             chunks = [text] if doc_id.startswith("gen:") else chunk_document(
                 text, cp.prompt_words, cp.max_prompts_per_doc, rng)
             for k, chunk in enumerate(chunks):
+                sha = text_sha256(chunk)
+                if sha in seen:  # the same text in two documents (shared boilerplate): keep the first only
+                    continue
+                seen.add(sha)
                 rows.append(dict(prompt_id=f"{doc_id}#{k}", doc_id=doc_id, source=doc_id.split(":")[0],
-                                 split="heldout" if doc_id in held else "train", text=chunk,
-                                 text_sha256=text_sha256(chunk)))
+                                 split=split[doc_id], text=chunk, text_sha256=sha))
     df = pd.DataFrame(rows)
     check_disjoint(df)
     return df
 
 
 def check_disjoint(prompts: pd.DataFrame) -> None:
-    """Verify that no held-out document or text appears in the training split.
+    """Verify that no document and no identical text is in two splits.
 
     Raises:
-        ValueError: a document id or an identical text is in both splits.
+        ValueError: a document id or an identical text is in two splits, or an unknown split name.
     """
-    tr, ho = prompts[prompts.split == "train"], prompts[prompts.split == "heldout"]
-    docs = set(tr.doc_id) & set(ho.doc_id)
-    if docs:
-        raise ValueError(f"documents in both splits: {sorted(docs)[:5]}")
-    texts = set(tr.text_sha256) & set(ho.text_sha256)
-    if texts:
-        raise ValueError(f"{len(texts)} held-out prompt texts also occur in training")
+    bad = set(prompts.split) - set(SPLITS)
+    if bad:
+        raise ValueError(f"unknown split(s) {sorted(bad)}; expected {SPLITS}")
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            pa, pb = prompts[prompts.split == a], prompts[prompts.split == b]
+            docs = set(pa.doc_id) & set(pb.doc_id)
+            if docs:
+                raise ValueError(f"documents in both {a} and {b}: {sorted(docs)[:5]}")
+            texts = set(pa.text_sha256) & set(pb.text_sha256)
+            if texts:
+                raise ValueError(f"{len(texts)} prompt texts occur in both {a} and {b}")

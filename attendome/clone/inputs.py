@@ -13,28 +13,28 @@ __all__ = ["encoder_key", "tokenizers_in_play", "load_encoder", "corpus_manifest
 
 
 def encoder_key(params: Params) -> str:
-    """Name of the feature encoder (a ``models`` key, or a Hugging Face / local id)."""
+    """Name of the feature encoder (a catalogue key, or a Hugging Face / local id)."""
     return params.features.encoder
 
 
 def tokenizers_in_play(params: Params, load_tokenizer: Callable) -> dict:
-    """``{name: tokenizer}`` for every model in ``params.models`` and the encoder.
+    """``{name: tokenizer}`` for every model run (``params.models``) and the encoder.
 
-    ``random_init`` models share their base's tokenizer and are skipped as duplicates.
+    A ``random_init`` model shares its base's tokenizer, which is loaded once (under the base's key).
     """
     toks = {}
     for key, spec in params.models.items():
-        if spec.source == "random_init" and spec.base in params.models:
-            continue
-        toks[key] = load_tokenizer(key, params)
+        src = spec.base if spec.source == "random_init" else key
+        if src not in toks:
+            toks[src] = load_tokenizer(src, params)
     enc = encoder_key(params)
     if enc not in toks:
-        if enc in params.models:
+        if enc in params.catalog:
             toks[enc] = load_tokenizer(enc, params)
         else:
-            from transformers import AutoTokenizer
+            from attendome.core.models import load_tokenizer as load_any, params_for_name
 
-            toks[f"encoder:{enc}"] = AutoTokenizer.from_pretrained(enc)
+            toks[f"encoder:{enc}"] = load_any(*params_for_name(params, enc, device="cpu"))
     return toks
 
 
@@ -42,10 +42,12 @@ def load_encoder(params: Params):
     """Load the feature encoder as a :class:`~attendome.core.models.LoadedModel`."""
     from attendome.core.models import load_model, params_for_name
 
+    from attendome.core.models import check_params_against_config
+
     enc = encoder_key(params)
-    if enc in params.models:
-        return load_model(enc, params)
-    return load_model(*params_for_name(params, enc, device="cpu"))
+    key, p = (enc, params) if enc in params.catalog else params_for_name(params, enc, device="cpu")
+    check_params_against_config(key, p, features=True)
+    return load_model(key, p)
 
 
 def corpus_manifest(params: Params, prompts: pd.DataFrame, kept: pd.DataFrame, segments: pd.DataFrame,

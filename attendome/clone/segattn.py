@@ -5,7 +5,9 @@ layer hooks (:mod:`attendome.clone.align`), so at no point are all prompts x lay
 Stored per prompt, keyed by ``prompt_id``, in safetensors (no pickle):
 
 * attention: ``(n_layers * n_heads, S, S + 1)`` float16, row ``layer * n_heads + head``, column 0
-  the sink (special tokens), rows summing to 1;
+  the sink (special tokens), rows summing to 1; beside it, under ``ntok/<prompt_id>``, the model's
+  number of tokens per column ``(S + 1,)`` (column 0: special tokens), the known input of the
+  cloners' token-count bias;
 * features: ``(S, d)`` float32, the mean of the encoder's hidden states (``features.layer``) over
   each segment's tokens (special tokens excluded).
 """
@@ -17,13 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from attendome.clone.align import pool_attention, segment_map, token_spans
 from attendome.core.capture import base_model, capture_attention
-from attendome.core.io import atomic_path
+from attendome.core.io import CorruptDataError, MissingDataError, atomic_path
+from attendome.core.progress import progress as progress_bar
 
-__all__ = ["prompt_segments", "segment_attention", "segment_features", "save_tensors", "load_tensors"]
+__all__ = ["prompt_segments", "segment_attention", "segment_features", "save_tensors", "load_tensors",
+           "load_attention", "NTOK_PREFIX"]
+
+NTOK_PREFIX = "ntok/"
 
 
 def prompt_segments(segments: pd.DataFrame) -> dict[str, list[tuple[int, int]]]:
@@ -35,30 +40,54 @@ def prompt_segments(segments: pd.DataFrame) -> dict[str, list[tuple[int, int]]]:
 
 
 @torch.no_grad()
-def segment_attention(lm, prompts: pd.DataFrame, segments: pd.DataFrame, progress: bool = True) -> dict[str, torch.Tensor]:
+def segment_attention(lm, prompts: pd.DataFrame, segments: pd.DataFrame, progress: bool = True,
+                      batch: int = 8) -> dict[str, torch.Tensor]:
     """Pooled attention of every head on every prompt.
 
+    Prompts run ``batch`` at a time, grouped by token length and right-padded; the padding is masked
+    (and, in a causal model, lies after every real token), so each prompt's attention over its own
+    tokens is what it would be alone, up to float rounding.
+
     Returns:
-        ``{prompt_id: (n_layers * n_heads, S, S + 1) float16}``.
+        ``{prompt_id: (n_layers * n_heads, S, S + 1) float16}`` and, for every prompt,
+        ``{"ntok/<prompt_id>": (S + 1,) int32}`` token counts per column.
     """
     body = base_model(lm.model)
     segs = prompt_segments(segments)
-    out: dict[str, torch.Tensor] = {}
+    rows = list(prompts.itertuples(index=False))
+    toks = [token_spans(lm.tokenizer, r.text) for r in rows]
+    smaps = [segment_map(r.text, t, segs[r.prompt_id]) for r, t in zip(rows, toks)]
+    order = sorted(range(len(rows)), key=lambda i: (len(toks[i].ids), i))
+    groups = [order[a:a + max(1, batch)] for a in range(0, len(order), max(1, batch))]
+    pad = lm.tokenizer.pad_token_id if getattr(lm.tokenizer, "pad_token_id", None) is not None else 0
+    pooled: dict[int, torch.Tensor] = {}
     state: dict = {}
 
-    def on_layer(layer: int, attn: torch.Tensor) -> None:  # (1, H, T, T)
-        state["buf"][layer] = pool_attention(attn[0], state["smap"])
+    def on_layer(layer: int, attn: torch.Tensor) -> None:  # (B, H, T, T)
+        for b, i in enumerate(state["group"]):
+            n = len(toks[i].ids)
+            pooled[i][layer] = pool_attention(attn[b, :, :n, :n], smaps[i])
 
     with capture_attention(body, on_layer):
-        for r in tqdm(list(prompts.itertuples(index=False)), desc=f"{lm.key}: segment attention",
-                      disable=not progress):
-            tok = token_spans(lm.tokenizer, r.text)
-            state["smap"] = segment_map(r.text, tok, segs[r.prompt_id])
-            S = len(segs[r.prompt_id])
-            state["buf"] = torch.zeros(lm.n_layers, lm.n_heads, S, S + 1)
-            ids = torch.tensor([tok.ids], device=lm.device)
-            body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-            out[r.prompt_id] = state["buf"].reshape(lm.n_layers * lm.n_heads, S, S + 1).half()
+        for group in progress_bar(groups, f"{lm.key}: segment attention ({len(rows)} prompts)", enabled=progress,
+                                  unit="batch"):
+            T = max(len(toks[i].ids) for i in group)
+            ids = torch.full((len(group), T), pad, dtype=torch.long)
+            mask = torch.zeros(len(group), T, dtype=torch.long)
+            for b, i in enumerate(group):
+                n = len(toks[i].ids)
+                ids[b, :n] = torch.tensor(toks[i].ids)
+                mask[b, :n] = 1
+                S = len(smaps[i].last_token)
+                pooled[i] = torch.zeros(lm.n_layers, lm.n_heads, S, S + 1)
+            state["group"] = group
+            body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+    out: dict[str, torch.Tensor] = {}
+    for i, r in enumerate(rows):
+        S = len(smaps[i].last_token)
+        out[r.prompt_id] = pooled.pop(i).reshape(lm.n_layers * lm.n_heads, S, S + 1).half()
+        out[NTOK_PREFIX + r.prompt_id] = torch.bincount(torch.as_tensor(smaps[i].seg_of_token + 1),
+                                                        minlength=S + 1).to(torch.int32)
     return out
 
 
@@ -73,7 +102,7 @@ def segment_features(enc, prompts: pd.DataFrame, segments: pd.DataFrame, layer: 
     body = base_model(enc.model)
     segs = prompt_segments(segments)
     out = {}
-    for r in tqdm(list(prompts.itertuples(index=False)), desc=f"{enc.key}: features", disable=not progress):
+    for r in progress_bar(list(prompts.itertuples(index=False)), f"{enc.key}: features", enabled=progress):
         tok = token_spans(enc.tokenizer, r.text)
         smap = segment_map(r.text, tok, segs[r.prompt_id])
         ids = torch.tensor([tok.ids], device=enc.device)
@@ -102,10 +131,24 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the stage that produces it (dvc repro)")
+        raise MissingDataError(f"{path} not found: run the stage that produces it (dvc repro)")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err}); delete it and rerun dvc repro") from None
+        raise CorruptDataError(f"{path} is not a readable safetensors file ({err}); delete it and rerun dvc repro") from None
+
+
+def load_attention(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """Read an ``attention@<model>`` output.
+
+    Returns:
+        ``(attention {prompt_id: (L*H, S, S+1) float16}, ntok {prompt_id: (S+1,) counts}, info)``.
+    """
+    import json
+
+    tensors, meta = load_tensors(path)
+    attn = {k: v for k, v in tensors.items() if not k.startswith(NTOK_PREFIX)}
+    ntok = {k[len(NTOK_PREFIX):]: v for k, v in tensors.items() if k.startswith(NTOK_PREFIX)}
+    return attn, ntok, json.loads(meta["info"])

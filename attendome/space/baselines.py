@@ -1,17 +1,25 @@
-"""Baseline head embeddings, each in the universal table format (``model, layer, head, e_0 ..``).
+"""Baseline head embeddings, each in the embedding-table format (``model, layer, head, seed, e_*``).
 
-* ``random``: i.i.d. standard normal vectors (seeded): what chance looks like.
-* ``scores``: the head's atlas score vector (one column per head type), each score z-scored over
-  all heads, undefined scores (NaN) set to 0 (the mean).
-* ``rsa``: representational similarity analysis (Kriegeskorte et al. 2008). For each held-out
-  prompt, a head's representational dissimilarity matrix over segments is ``1 - cos`` between its
-  segment attention rows; the upper triangles of all held-out prompts are concatenated, centred
-  and normalised (so dot products are correlations), and projected on the first ``dim`` principal
-  components over all heads. Segments are shared by every model, so this is tokenizer-agnostic.
-* ``cloner``: the Phase 1 cloner of each head, summarised by its invariants (the bilinear form
-  ``Q_h K_h^T``, the sink weights and the relative-position bias), standardised per column over
-  all heads and projected on the first ``dim`` principal components.
+* ``random``: i.i.d. standard normal vectors of ``embed.dim`` numbers, one draw per replicate
+  (``embed.n_seeds``): what chance looks like.
+* ``scores``: the head's atlas score vector, one column ``e_<head type>`` per type, each z-scored over
+  all heads, undefined scores (NaN) set to 0 (the mean). The leaderboard drops, for each queried
+  type, that type's column and the columns of the same mechanism (``leaderboard.mechanisms``), so
+  the labels are never read back from their own scores.
+* ``rsa``: representational similarity analysis (Kriegeskorte et al. 2008) on the *training*
+  prompts (the prompts the learned methods see). For each prompt, a head's representational
+  dissimilarity matrix over segments is ``1 - cos`` between its segment attention rows; the upper
+  triangles of all training prompts, concatenated, are the head's RSA vector, centred and
+  normalised (so dot products are Pearson correlations). The embedding is the first ``dim``
+  principal components over all heads, computed exactly from the heads x heads correlation matrix
+  (kernel PCA), so the concatenated vectors are never held in memory. Segments are shared by every
+  model, so this is tokenizer-agnostic.
+* ``cloner``: each Phase 1 cloner replicate, summarised by its invariants (the bilinear form
+  ``Q_h K_h^T``, the sink weights, the relative-position bias and the token-count weight),
+  standardised per column over all heads and projected on the first ``dim`` principal components.
+
 PCA is unsupervised and never sees labels, so no head-type information leaks into any baseline.
+The leaderboard then applies the same centring and dimensionality to every method's table.
 """
 
 from __future__ import annotations
@@ -20,65 +28,134 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["pca", "table", "random_embeddings", "score_embeddings", "rsa_vectors", "rsa_embeddings",
-           "cloner_vectors", "cloner_embeddings"]
+__all__ = ["pca", "table", "random_embeddings", "score_embeddings", "rsa_gram", "gram_pca",
+           "cloner_embeddings", "run_baselines"]
 
 
 def pca(X: np.ndarray, dim: int) -> np.ndarray:
-    """``(N, min(dim, rank))`` principal-component scores of the rows of ``X``."""
+    """``(N, min(dim, rank))`` principal-component scores of the rows of ``X`` (centred over rows)."""
     X = np.asarray(X, dtype=np.float64)
     Xc = X - X.mean(0, keepdims=True)
     U, S, _ = np.linalg.svd(Xc, full_matrices=False)
     k = min(dim, len(S))
-    return U[:, :k] * S[:k]
+    # a deterministic sign per component (largest |loading| positive), so reruns agree exactly
+    signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
+    signs[signs == 0] = 1
+    return (U * signs)[:, :k] * S[:k]
 
 
-def table(index: pd.DataFrame, E: np.ndarray) -> pd.DataFrame:
+def table(index: pd.DataFrame, E: np.ndarray, seed: int = 0, columns: list[str] | None = None) -> pd.DataFrame:
     """Embedding table from an index (``model, layer, head``) and ``(N, d)`` vectors."""
     out = index[["model", "layer", "head"]].reset_index(drop=True).copy()
-    cols = pd.DataFrame(np.asarray(E, dtype=float), columns=[f"e_{k}" for k in range(E.shape[1])])
+    out["seed"] = seed
+    cols = pd.DataFrame(np.asarray(E, dtype=float), columns=columns or [f"e_{k}" for k in range(E.shape[1])])
     return pd.concat([out, cols], axis=1)
 
 
-def random_embeddings(index: pd.DataFrame, dim: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return table(index, rng.standard_normal((len(index), dim)))
+def random_embeddings(index: pd.DataFrame, dim: int, seed: int, n_seeds: int) -> pd.DataFrame:
+    """``n_seeds`` replicates of standard normal embeddings (replicate r drawn with seed ``seed + r``)."""
+    return pd.concat([table(index, np.random.default_rng(seed + r).standard_normal((len(index), dim)), r)
+                      for r in range(n_seeds)], ignore_index=True)
 
 
 def score_embeddings(atlas: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """z-scored atlas scores, one column ``e_<head type>`` per type (NaN -> 0)."""
     wide = atlas.pivot_table(index=["model", "layer", "head"], columns="score_name", values="value", dropna=False)
     wide = wide.reindex(pd.MultiIndex.from_frame(index[["model", "layer", "head"]]))
     z = (wide - wide.mean()) / wide.std().replace(0, 1)
-    return table(index, z.fillna(0.0).to_numpy())
+    return table(index, z.fillna(0.0).to_numpy(), 0, [f"e_{c}" for c in wide.columns])
 
 
-def rsa_vectors(maps: dict[str, torch.Tensor], prompt_ids: list[str]) -> np.ndarray:
-    """``(H, F)`` concatenated upper-triangle RDMs of every head over ``prompt_ids``."""
-    parts = []
+def _rdm_rows(a: torch.Tensor) -> torch.Tensor:
+    """``(H, S*(S-1)/2)`` upper triangle of ``1 - cos`` between each head's attention rows.
+
+    Args:
+        a: ``(H, S, S + 1)`` one prompt's segment attention.
+    """
+    a = a.float()
+    a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sim = a @ a.transpose(-1, -2)  # (H, S, S)
+    iu = torch.triu_indices(sim.shape[1], sim.shape[1], offset=1)
+    return 1 - sim[:, iu[0], iu[1]]
+
+
+def rsa_gram(maps: list[dict[str, torch.Tensor]], prompt_ids: list[str]) -> np.ndarray:
+    """``(N, N)`` Pearson correlations between the heads' concatenated RDM vectors.
+
+    Args:
+        maps: per model ``{prompt_id: (H_m, S, S + 1)}``; heads are stacked in model order.
+        prompt_ids: the prompts to use (the training split).
+    """
+    G = None
+    s = None
+    F = 0
     for pid in prompt_ids:
-        a = maps[pid].float()  # (H, S, S+1)
-        a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        sim = a @ a.transpose(-1, -2)  # (H, S, S)
-        iu = torch.triu_indices(sim.shape[1], sim.shape[1], offset=1)
-        parts.append((1 - sim[:, iu[0], iu[1]]).numpy())
-    v = np.concatenate(parts, axis=1)
-    v = v - v.mean(1, keepdims=True)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        V = torch.cat([_rdm_rows(m[pid]) for m in maps]).double()  # (N, F_p)
+        G = V @ V.T if G is None else G + V @ V.T
+        s = V.sum(1) if s is None else s + V.sum(1)
+        F += V.shape[1]
+    mean = s / F
+    C = G - F * torch.outer(mean, mean)  # centred dot products
+    d = torch.sqrt(torch.clamp(torch.diag(C), min=1e-24))
+    return (C / torch.outer(d, d)).numpy()
 
 
-def rsa_embeddings(per_model: dict[str, np.ndarray], index: pd.DataFrame, dim: int) -> pd.DataFrame:
-    X = np.concatenate([per_model[m] for m in index["model"].drop_duplicates()], axis=0)
-    return table(index, pca(X, dim))
+def gram_pca(C: np.ndarray, dim: int) -> np.ndarray:
+    """PCA scores from a Gram matrix of (already normalised) vectors: kernel PCA with double centring."""
+    N = C.shape[0]
+    J = np.eye(N) - 1.0 / N
+    K = J @ C @ J
+    w, U = np.linalg.eigh((K + K.T) / 2)
+    order = np.argsort(w)[::-1][:dim]
+    w, U = np.clip(w[order], 0, None), U[:, order]
+    signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
+    signs[signs == 0] = 1
+    return U * signs * np.sqrt(w)
 
 
-def cloner_vectors(weights: dict[str, torch.Tensor]) -> np.ndarray:
-    """``(H, d*d + d + 2R+1)`` invariants of one model's cloners."""
-    Q, K = weights["Q"].double(), weights["K"].double()  # (H, d, r)
-    M = (Q @ K.transpose(-1, -2)).flatten(1)  # (H, d*d)
-    return torch.cat([M, weights["sink_w"].double(), weights["rel"].double()], dim=1).numpy()
-
-
-def cloner_embeddings(per_model: dict[str, np.ndarray], index: pd.DataFrame, dim: int) -> pd.DataFrame:
+def cloner_embeddings(per_model: dict[str, np.ndarray], index: pd.DataFrame, dim: int, seed: int) -> pd.DataFrame:
+    """Standardised cloner invariants of one replicate, projected on ``dim`` principal components."""
     X = np.concatenate([per_model[m] for m in index["model"].drop_duplicates()], axis=0)
     X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
-    return table(index, pca(X, dim))
+    return table(index, pca(X, dim), seed)
+
+
+def run_baselines(params, root: str = ".") -> dict:
+    """Write ``data/embeddings/{random,scores,rsa,cloner}.parquet`` (the ``baselines`` stage).
+
+    Returns:
+        ``{method: (rows, dims)}`` for the log line.
+    """
+    from attendome.clone.cloner import BilinearCloner
+    from attendome.clone.segattn import load_attention, load_tensors
+    from attendome.core.io import read_parquet, write_parquet
+
+    index = read_parquet(f"{root}/data/embeddings/universal.parquet").query("seed == 0")[["model", "layer", "head"]]
+    index = index.reset_index(drop=True)
+    dim = params.embed.dim
+    lp = params.leaderboard
+    out = {"random": random_embeddings(index, dim, lp.seed, params.embed.n_seeds),
+           "scores": score_embeddings(read_parquet(f"{root}/data/atlas.parquet"), index)}
+    prompts = read_parquet(f"{root}/data/corpus/prompts.parquet")
+    train = prompts[prompts.split == "train"].prompt_id.tolist()
+    models = list(index["model"].drop_duplicates())
+    maps = [load_attention(f"{root}/data/attention/{k}.safetensors")[0] for k in models]
+    out["rsa"] = table(index, gram_pca(rsa_gram(maps, train), dim), 0)
+    del maps
+    cloners = []
+    per_seed: dict[int, dict[str, np.ndarray]] = {}
+    for k in models:
+        w, meta = load_tensors(f"{root}/models/cloners/{k}.safetensors")
+        for name in {n.split(".")[0] for n in w if n.startswith("s") and "." in n}:
+            r = int(name[1:])
+            H, d_in, rank = w[f"{name}.Q"].shape
+            c = BilinearCloner(H, d_in, rank, 0, (w[f"{name}.rel"].shape[1] - 1) // 2,
+                               prev_keys=w[f"{name}.K"].shape[1] == 2 * d_in)
+            c.load_state_dict({p: w[f"{name}.{p}"] for p in c.state_dict()})
+            per_seed.setdefault(r, {})[k] = c.invariants().detach().numpy()
+    for r in sorted(per_seed):
+        cloners.append(cloner_embeddings(per_seed[r], index, dim, r))
+    out["cloner"] = pd.concat(cloners, ignore_index=True)
+    for name, t in out.items():
+        write_parquet(t, f"{root}/data/embeddings/{name}.parquet")
+    return {name: (len(t), sum(c.startswith("e_") for c in t.columns)) for name, t in out.items()}

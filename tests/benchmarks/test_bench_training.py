@@ -6,7 +6,6 @@ heads one at a time (one module per head) on the same data and settings.
 """
 
 import pytest
-import torch
 
 from attendome.clone.cloner import SegmentData, train_cloner
 from attendome.core.params import EmbedParams, TrainParams
@@ -15,7 +14,7 @@ from tests.test_leaderboard_unit import planted_models
 from tests.test_phase1_unit import synthetic_data
 
 N_HEADS = 32
-TP = TrainParams(rank=8, epochs=2, position_dims=0, batch_prompts=16)
+TP = TrainParams(rank=8, epochs=2, position_dims=0, batch_prompts=16, position_components=0)
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +24,23 @@ def data():
 
 
 def test_bench_training_clone_all_heads_batched(benchmark, data):
-    train, held = data
-    benchmark.pedantic(lambda: train_cloner(train, held, TP, N_HEADS, progress=False), rounds=3, iterations=1)
+    train, val = data
+    benchmark.pedantic(lambda: train_cloner(train, val, TP, N_HEADS, seed=0, progress=False), rounds=3, iterations=1)
 
 
 def test_bench_training_clone_one_head_at_a_time(benchmark, data):
-    train, held = data
+    train, val = data
 
     def loop():
         for h in range(N_HEADS):
-            train_cloner(train, held, TP, N_HEADS, heads=torch.tensor([h]), progress=False)
+            one = SegmentData(train.prompt_ids, train.Z, [a[h:h + 1] for a in train.A], True)
+            one_val = SegmentData(val.prompt_ids, val.Z, [a[h:h + 1] for a in val.A], True)
+            train_cloner(one, one_val, TP, 1, seed=h, progress=False)
 
     benchmark.pedantic(loop, rounds=1, iterations=1)
 
 
 def test_bench_training_universal_one_epoch(benchmark):
     models, _ = planted_models(n_models=4, heads_per_type=8, n_prompts=80, d=32)
-    tp = EmbedParams(dim=32, rank=16, epochs=1, heads_per_batch=64, position_dims=0)
-    benchmark.pedantic(lambda: train_universal(models, tp, progress=False), rounds=3, iterations=1)
+    tp = EmbedParams(dim=32, rank=16, epochs=1, heads_per_batch=64, position_dims=0, position_components=0)
+    benchmark.pedantic(lambda: train_universal(models, tp, seed=0, progress=False), rounds=3, iterations=1)

@@ -1,0 +1,134 @@
+"""One training loop for every learned predictor (cloners, the universal encoder, the transfer fit).
+
+Training hygiene, the same for all of them:
+
+* **AdamW** with ``weight_decay`` (decoupled), **gradient clipping** at ``grad_clip`` (global L2
+  norm), and a **learning-rate schedule**: linear warm-up over ``warmup_epochs``, then cosine
+  decay to ``min_lr_frac * lr`` at ``epochs``.
+* **Early stopping on validation data**: after every epoch the caller's ``validate()`` gives the
+  mean KL on the ``val`` split (prompts from *training documents* set aside by the corpus stage;
+  never the held-out ones). The parameters of the best validation epoch are kept and restored at
+  the end; training stops after ``patience`` epochs without a relative improvement of at least
+  ``min_delta`` (an epoch that improves by less is still kept if it is the best). The held-out
+  split is never looked at here.
+* **Seeds per model**: :func:`seed_for` derives an initialisation seed from the model key, the
+  run's seed and the replicate index, so no two models (and no two replicates) start from the same
+  weights.
+
+Every epoch's train KL, validation KL, learning rate and mean gradient norm are returned (and sent
+to MLflow through the caller's tracker), so the curves can be looked at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from attendome.core.progress import progress as progress_bar
+
+__all__ = ["seed_for", "FitResult", "lr_factor", "fit"]
+
+
+def seed_for(key: str, seed: int, replicate: int = 0) -> int:
+    """A 31-bit seed from a model key, a run seed and a replicate index (stable across machines)."""
+    h = hashlib.sha256(f"{key}|{seed}|{replicate}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class FitResult:
+    """What a training run did.
+
+    Attributes:
+        best_epoch: 0-based epoch whose parameters were kept (lowest validation KL).
+        best_val: its validation KL.
+        epochs_run: epochs trained (< max when stopped early).
+        history: per epoch ``{epoch, train_kl, val_kl, lr, grad_norm, seconds}``.
+    """
+
+    best_epoch: int
+    best_val: float
+    epochs_run: int
+    max_epochs: int
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.epochs_run < self.max_epochs
+
+
+def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
+    """Multiplier of the base learning rate at ``step`` (linear warm-up, then cosine to ``min_frac``)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Generator], Iterable[Callable[[], tuple]]],
+        steps_per_epoch: int, validate: Callable[[], float], tp, rng: np.random.Generator,
+        tracker=None, desc: str = "train", progress: bool = True, log_prefix: str = "") -> FitResult:
+    """Train ``params`` with the hygiene of the module docstring.
+
+    Args:
+        params: the parameters to optimise (everything else stays as it is).
+        epoch_steps: ``rng -> iterable of closures``; each closure computes one batch and returns
+            ``(loss, kl_sum, n_rows)`` (loss with graph; the KL sum and row count for the running
+            train KL).
+        steps_per_epoch: number of closures per epoch (for the schedule).
+        validate: mean KL on the validation split with the current parameters.
+        tp: training params (``epochs, lr, weight_decay, grad_clip, warmup_epochs, min_lr_frac,
+            patience``).
+        rng: numpy generator of the batch order.
+        tracker: optional :class:`~attendome.core.tracking.Tracker`.
+        log_prefix: prefix of the MLflow metric names (e.g. ``transfer.``).
+
+    Returns:
+        :class:`FitResult`; ``params`` hold the best validation epoch's values.
+    """
+    opt = torch.optim.AdamW(params, lr=tp.lr, weight_decay=tp.weight_decay)
+    total = tp.epochs * steps_per_epoch
+    warm = int(round(tp.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, tp.min_lr_frac))
+    best = (math.inf, -1, [p.detach().clone() for p in params])
+    history: list[dict] = []
+    bad = 0
+    bar = progress_bar(range(tp.epochs), desc, enabled=progress, unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        kl_sum, n_rows, norms = 0.0, 0, []
+        lr = opt.param_groups[0]["lr"]
+        for step in epoch_steps(rng):
+            loss, s, n = step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(params, tp.grad_clip)))
+            opt.step()
+            sched.step()
+            kl_sum, n_rows = kl_sum + s, n_rows + n
+        val = float(validate())
+        rec = {"epoch": epoch, "train_kl": kl_sum / max(n_rows, 1), "val_kl": val, "lr": lr,
+               "grad_norm": float(np.mean(norms)) if norms else 0.0, "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        if tracker is not None:
+            tracker.log_metrics({f"{log_prefix}{k}": v for k, v in rec.items() if k not in ("epoch", "seconds")},
+                                step=epoch)
+        bar.set_postfix(val_kl=f"{val:.4f}")
+        if val < best[0]:
+            improved = val < best[0] * (1 - tp.min_delta)  # enough to reset the patience
+            best = (val, epoch, [p.detach().clone() for p in params])
+            bad = 0 if improved else bad + 1
+        else:
+            bad += 1
+        if bad >= tp.patience:
+            break
+    with torch.no_grad():
+        for p, b in zip(params, best[2]):
+            p.copy_(b)
+    return FitResult(best_epoch=best[1], best_val=best[0], epochs_run=len(history), max_epochs=tp.epochs,
+                     history=history)

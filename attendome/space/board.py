@@ -1,0 +1,353 @@
+"""The ``leaderboard`` stage body: score every embedding method against the atlas labels, with
+chance levels, confidence intervals, permutation nulls, controls reported apart, reconstruction and
+outliers, and the head-correspondence table.
+
+Like for like (every definitional choice is made here once, for every method):
+
+* Every method's table goes through the same transform before any metric: centring (over all
+  non-control heads, or per model with ``leaderboard.centering: model``) and projection on its first
+  ``embed.dim`` principal components (fitted on the non-control heads; control heads are projected
+  with the same map). Cosine similarity is then computed on the transformed vectors.
+* ``scores`` leaves out, for each queried head type, that type's column and every column of the same
+  mechanism group (``leaderboard.mechanisms``); the other methods never see labels.
+* Replicated methods (``universal``, ``cloner``, ``random``) are scored per replicate; per-query
+  metrics are averaged over replicates before the bootstrap, and ``seed_sd`` is the spread of the
+  aggregate across replicates. Permutation nulls use replicate 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from attendome.core.io import read_parquet, write_json, write_parquet
+from attendome.core.params import Params
+from attendome.space.leaderboard import (SCOPES, bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
+                                         lomo_classification, permutation_null_map, retrieval_queries,
+                                         summarise_queries)
+
+__all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "headline", "run_leaderboard"]
+
+METHODS = ("universal", "cloner", "rsa", "scores", "random")
+HEAD = ["model", "layer", "head"]
+
+
+def _r(x, n=4):
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), n)
+
+
+def head_meta(params: Params, index: pd.DataFrame, atlas: pd.DataFrame) -> pd.DataFrame:
+    """Per head: ``model, layer, head, family, control`` and ``label_<type>`` for every atlas type."""
+    meta = index[HEAD].reset_index(drop=True).copy()
+    meta["family"] = [params.models[m].family or m for m in meta.model]
+    meta["control"] = [params.models[m].source == "random_init" for m in meta.model]
+    labels = atlas.pivot_table(index=HEAD, columns="score_name", values="label", aggfunc="first")
+    labels = labels.reindex(pd.MultiIndex.from_frame(meta[HEAD])).add_prefix("label_").reset_index(drop=True)
+    return pd.concat([meta, labels], axis=1)
+
+
+def qualifying_types(meta: pd.DataFrame, lp) -> dict[str, dict]:
+    """Head types with at least ``min_positives`` positives in at least ``min_models`` non-control models.
+
+    Returns:
+        ``{type: {"positives_by_model": {...}, "n_pool": int, "n_positive": int}}``.
+    """
+    out = {}
+    real = meta[~meta.control]
+    for col in [c for c in meta.columns if c.startswith("label_")]:
+        t = col[len("label_"):]
+        lab = real[col].astype("string")
+        pool = real[lab.notna() & (lab != "n/a")]
+        pos = pool[pool[col].isin(lp.positive_labels)]
+        by_model = pos.groupby("model").size().to_dict()
+        if sum(v >= lp.min_positives for v in by_model.values()) >= lp.min_models:
+            out[t] = {"positives_by_model": {k: int(v) for k, v in by_model.items()}, "n_pool": int(len(pool)),
+                      "n_positive": int(len(pos)), "pool_models": sorted(pool.model.unique())}
+    return out
+
+
+def fit_transform(X: np.ndarray, fit_mask: np.ndarray, model: np.ndarray, dim: int, centering: str) -> np.ndarray:
+    """Centre and project every row on the first ``dim`` principal components of the ``fit_mask`` rows."""
+    X = np.asarray(X, dtype=np.float64)
+    Xc = X.copy()
+    if centering == "model":
+        for m in np.unique(model):
+            sel = model == m
+            ref = sel & fit_mask if (sel & fit_mask).any() else sel
+            Xc[sel] -= X[ref].mean(0)
+    else:
+        Xc -= X[fit_mask].mean(0)
+    _, S, Vt = np.linalg.svd(Xc[fit_mask], full_matrices=False)
+    k = int(min(dim, (S > S.max() * 1e-10).sum() if len(S) else 0))
+    V = Vt[:k].T
+    signs = np.sign(V[np.abs(V).argmax(0), np.arange(k)])
+    signs[signs == 0] = 1
+    return Xc @ (V * signs)
+
+
+def _columns(table: pd.DataFrame, method: str, typ: str, mechanisms) -> list[str]:
+    cols = [c for c in table.columns if c.startswith("e_")]
+    if method != "scores":
+        return cols
+    group = next((set(g) for g in mechanisms if typ in g), {typ})
+    return [c for c in cols if c[len("e_"):] not in group]
+
+
+def _label_str(row: pd.Series, positive) -> str:
+    return ",".join(f"{c[len('label_'):]}:{row[c]}" for c in row.index
+                    if c.startswith("label_") and row[c] in positive)
+
+
+def _control_share(X: np.ndarray, meta: pd.DataFrame, pool: np.ndarray, y: np.ndarray, ks) -> dict:
+    """With control heads added to the candidates as negatives: share of the top k that are controls."""
+    ctrl = meta.control.to_numpy()
+    if not ctrl.any():
+        return {}
+    sim = cosine_matrix(X)
+    model = meta.model.to_numpy()
+    res = {k: [] for k in ks}
+    chance = []
+    for i in np.flatnonzero(pool & y):
+        cand = np.flatnonzero((pool | ctrl) & (model != model[i]))
+        order = cand[np.argsort(-sim[i, cand], kind="stable")]
+        for k in ks:
+            res[k].append(ctrl[order[:k]].mean())
+        chance.append(ctrl[cand].mean())
+    if not chance:
+        return {}
+    return {**{f"control_share@{k}": _r(np.mean(v)) for k, v in res.items()}, "chance": _r(np.mean(chance))}
+
+
+def _score_method(method: str, table: pd.DataFrame, meta: pd.DataFrame, types: dict, params: Params,
+                  progress: bool) -> tuple[list[pd.DataFrame], dict]:
+    lp = params.leaderboard
+    model = meta.model.to_numpy()
+    family = meta.family.to_numpy()
+    real = ~meta.control.to_numpy()
+    queries, cls, nulls, controls = [], {}, {}, {}
+    for seed, t in table.groupby("seed", sort=True):
+        t = meta[HEAD].merge(t, on=HEAD, how="left")
+        for typ in types:
+            cols = _columns(t, method, typ, lp.mechanisms)
+            lab = meta[f"label_{typ}"].astype("string")
+            pool = real & lab.notna().to_numpy() & (lab != "n/a").fillna(False).to_numpy()
+            y = meta[f"label_{typ}"].isin(lp.positive_labels).to_numpy() & pool
+            X = fit_transform(t[cols].to_numpy(dtype=float), real, model, params.embed.dim, lp.centering)
+            q = retrieval_queries(X[pool], model[pool], family[pool], y[pool], lp.ks)
+            if len(q):
+                heads = meta[pool].reset_index(drop=True)
+                q = pd.concat([heads.loc[q["query"], HEAD].reset_index(drop=True), q.drop(columns="query")], axis=1)
+                q.insert(0, "method", method)
+                q.insert(1, "head_type", typ)
+                q.insert(2, "seed", int(seed))
+                queries.append(q)
+            c = lomo_classification(X[pool], model[pool], y[pool], lp.n_permutations_classifier if seed == 0 else 0,
+                                    lp.seed)
+            cls.setdefault(typ, []).append(c)
+            if seed == 0:
+                nulls[typ] = permutation_null_map(X[pool], model[pool], y[pool], lp.n_permutations, lp.seed)
+                controls[typ] = _control_share(X, meta, pool, y, lp.ks)
+    return queries, {"classification": cls, "nulls": nulls, "controls": controls}
+
+
+def _aggregate(q: pd.DataFrame, ks, lp) -> dict:
+    """Per scope: summary of per-query metrics averaged over replicates, plus the replicate spread."""
+    out = {}
+    num = [c for c in q.columns if c not in HEAD + ["method", "head_type", "seed", "scope"]]
+    for scope in SCOPES:
+        s = q[q.scope == scope]
+        if s.empty:
+            continue
+        per_q = s.groupby(HEAD, sort=True)[num].mean().reset_index()
+        summ = summarise_queries(per_q, per_q.model.to_numpy(), ks, lp.n_boot, lp.seed)
+        seed_means = s.groupby("seed")["ap"].mean()
+        summ["map"]["seed_sd"] = _r(seed_means.std(ddof=1)) if len(seed_means) > 1 else None
+        summ["map"]["n_seeds"] = int(len(seed_means))
+        out[scope] = summ
+    return out
+
+
+def _classification(cls: list[dict]) -> dict:
+    """Mean over replicates of the LOMO classification results; the permutation null of replicate 0."""
+    f1 = np.array([c["f1"] for c in cls])
+    models = sorted({m for c in cls for m in c["ap_by_model"]})
+    ap = {m: {"ap": _r(np.mean([c["ap_by_model"][m]["ap"] for c in cls if m in c["ap_by_model"]])),
+              "chance": _r(cls[0]["ap_by_model"][m]["chance"]) if m in cls[0]["ap_by_model"] else None,
+              "n_positive": cls[0]["ap_by_model"].get(m, {}).get("n_positive")} for m in models}
+    mean_ap = np.array([c["mean_ap"] for c in cls if c["mean_ap"] is not None], dtype=float)
+    out = {"f1": _r(f1.mean()), "f1_seed_sd": _r(f1.std(ddof=1)) if len(f1) > 1 else None,
+           "mean_ap": _r(mean_ap.mean()) if len(mean_ap) else None, "mean_ap_chance": cls[0]["mean_ap_chance"],
+           "ap_by_model": ap}
+    n0 = cls[0].get("null")
+    if n0 is not None and len(n0["f1"]):
+        out["null"] = {"n_permutations": int(len(n0["f1"])),
+                       "f1_mean": _r(np.mean(n0["f1"])), "f1_p95": _r(np.quantile(n0["f1"], 0.95)),
+                       "f1_p_value": _r((1 + np.sum(n0["f1"] >= cls[0]["f1"])) / (1 + len(n0["f1"]))),
+                       "mean_ap_mean": _r(np.nanmean(n0["mean_ap"])),
+                       "mean_ap_p_value": _r((1 + np.sum(n0["mean_ap"] >= (cls[0]["mean_ap"] or 0))) / (1 + len(n0["mean_ap"])))}
+    return out
+
+
+def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -> dict:
+    def means(per: pd.DataFrame, method: str) -> pd.DataFrame:
+        sub = per[(per.kind == "all") & (per.metric == "kl")]
+        return sub.pivot_table(index=["model", "seed"], columns="method", values="value", aggfunc="mean")
+
+    u, c = means(errors, "model"), means(clone, "model")
+    out = {}
+    for m in params.models:
+        if m not in u.index.get_level_values(0) or m not in c.index.get_level_values(0):
+            continue
+        um, cm = u.loc[m], c.loc[m]
+        ratio = um["model"].mean() / cm["model"].mean()
+        out[m] = {"universal_kl": _r(um["model"].mean(), 5),
+                  "universal_kl_sd": _r(um["model"].std(ddof=1), 5) if len(um) > 1 else None,
+                  "cloner_kl": _r(cm["model"].mean(), 5),
+                  "cloner_kl_sd": _r(cm["model"].std(ddof=1), 5) if len(cm) > 1 else None,
+                  "positional_kl": _r(cm["positional"].iloc[0], 5), "uniform_kl": _r(cm["uniform"].iloc[0], 5),
+                  "universal_over_cloner": _r(ratio),
+                  "cloner_over_positional": _r(cm["model"].mean() / cm["positional"].iloc[0]),
+                  "universal_over_positional": _r(um["model"].mean() / um["positional"].iloc[0]),
+                  "control": params.models[m].source == "random_init"}
+    return out
+
+
+def _outliers(errors: pd.DataFrame, clone: pd.DataFrame, meta: pd.DataFrame, lp) -> tuple[pd.DataFrame, dict]:
+    rows, summary = [], {}
+    for method, per in (("universal", errors), ("cloner", clone)):
+        sub = per[(per.kind == "all") & (per.metric == "kl") & per.method.isin(["model", "positional"])]
+        sub = sub.assign(method=sub.method.replace({"model": "predicted"}))  # 'model' is also a column
+        w = sub.pivot_table(index=HEAD, columns="method", values="value", aggfunc="mean").reset_index()
+        w = meta.merge(w, on=HEAD, how="inner")
+        ratio = (w["predicted"] / w["positional"]).to_numpy()
+        score, flagged = flag_outliers(ratio, w.model.to_numpy(), lp.outlier_threshold, lp.outlier_min_ratio,
+                                       lp.outlier_rule)
+        w = w.assign(method=method, heldout_kl=w["predicted"], positional_kl=w["positional"], ratio=ratio,
+                     outlier_score=score, flagged=flagged,
+                     types=[_label_str(r, lp.positive_labels) for _, r in w.iterrows()])
+        rows.append(w[w.flagged])
+        summary[method] = {"n_flagged": int(flagged.sum()), "n_heads": int(len(flagged)),
+                           "by_model": {k: int(v) for k, v in w[w.flagged].groupby("model").size().items()},
+                           "flagged_with_a_type": int((w[w.flagged].types != "").sum())}
+    out = pd.concat(rows, ignore_index=True)
+    keep = ["method", *HEAD, "family", "control", "heldout_kl", "positional_kl", "ratio", "outlier_score", "types"]
+    keep += [c for c in out.columns if c.startswith("label_")]
+    return out[keep].reset_index(drop=True), summary
+
+
+def _correspondence(tables: dict[str, pd.DataFrame], meta: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, dict]:
+    lp = params.leaderboard
+    real = ~meta.control.to_numpy()
+    m_real = meta[real].reset_index(drop=True)
+    types = [_label_str(r, lp.positive_labels) for _, r in m_real.iterrows()]
+    frames, summary = [], {}
+    n_other = m_real.model.nunique() - 1
+    for method, table in tables.items():
+        t = meta[HEAD].merge(table[table.seed == table.seed.min()], on=HEAD, how="left")
+        cols = [c for c in t.columns if c.startswith("e_")]
+        X = fit_transform(t[cols].to_numpy(dtype=float), real, meta.model.to_numpy(), params.embed.dim, lp.centering)
+        c = correspondence(X[real], m_real.model.to_numpy())
+        a, b = m_real.loc[c.i].reset_index(drop=True), m_real.loc[c.j].reset_index(drop=True)
+        frames.append(pd.DataFrame({"method": method, "model": a.model, "layer": a.layer, "head": a["head"],
+                                    "other_model": b.model, "other_layer": b.layer, "other_head": b["head"],
+                                    "similarity": c.similarity, "mutual": c.mutual,
+                                    "rank_in_own_model": c.rank_in_own_model,
+                                    "types": [types[i] for i in c.i], "other_types": [types[j] for j in c.j]}))
+        per_head = c.groupby("i")["mutual"].agg(["sum", "count"])
+        # do mutual pairs share a head type? (both typed; chance: the same over all typed cross pairs)
+        tsets = [set(t.split(",")) - {""} for t in types]
+        typed = [i for i, t in enumerate(tsets) if t]
+        mut = c[c.mutual & c.i.isin(typed) & c.j.isin(typed)]
+        agree = float(np.mean([bool(tsets[a] & tsets[b]) for a, b in zip(mut.i, mut.j)])) if len(mut) else None
+        tm = m_real.model.to_numpy()
+        pairs = [(a, b) for a in typed for b in typed if tm[a] != tm[b]]
+        chance = float(np.mean([bool(tsets[a] & tsets[b]) for a, b in pairs])) if pairs else None
+        summary[method] = {"n_heads": int(len(per_head)),
+                           "mutual_in_every_other_model": int((per_head["sum"] == n_other).sum()),
+                           "mutual_in_none": int((per_head["sum"] == 0).sum()),
+                           "mutual_pairs": int(c.mutual.sum() // 2),
+                           "mutual_typed_pairs": int(len(mut) // 2),
+                           "mutual_type_agreement": _r(agree), "type_agreement_chance": _r(chance)}
+    return pd.concat(frames, ignore_index=True), summary
+
+
+def _curve_csv(board: dict, ks, path: str, head_type: str = "induction") -> None:
+    """precision@k of every method for one head type (a DVC data plot; empty columns if not queried)."""
+    from attendome.core.io import atomic_path
+
+    rows = []
+    for k in ks:
+        row = {"k": k}
+        for m, per in board["methods"].items():
+            e = per.get(head_type, {}).get("all")
+            row[m] = e[f"precision@{k}"]["mean"] if e else None
+            if e:
+                row["chance"] = e[f"precision@{k}"]["chance"]
+        rows.append(row)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def headline(board: dict) -> dict:
+    """The few dozen numbers ``dvc exp show`` compares (``metrics/summary.json``): per head type the
+    mAP of every method (scope ``all``) and its chance level, the LOMO F1 of every method, and per
+    model the held-out KL of the cloners and the universal encoder relative to the positional
+    baseline."""
+    out: dict = {"map": {}, "f1": {}, "kl_ratio": {}}
+    for t in board["types"]:
+        row = {}
+        for m, per in board["methods"].items():
+            e = per.get(t, {}).get("all")
+            if e:
+                row[m] = e["map"]["mean"]
+                row["chance"] = e["map"]["chance"]
+        out["map"][t] = row
+        out["f1"][t] = {m: per.get(t, {}).get("classification", {}).get("f1") for m, per in board["methods"].items()}
+    for m, r in board["reconstruction"].items():
+        out["kl_ratio"][m] = {"cloner": r["cloner_over_positional"], "universal": r["universal_over_positional"]}
+    return out
+
+
+def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> dict:
+    """Score every method (see module docstring); write metrics, per-query table, outliers, plots."""
+    from attendome.space.plots import leaderboard_plots
+
+    lp = params.leaderboard
+    atlas = read_parquet(f"{root}/data/atlas.parquet")
+    tables = {m: read_parquet(f"{root}/data/embeddings/{m}.parquet") for m in METHODS}
+    index = tables["universal"].query("seed == 0")[HEAD].reset_index(drop=True)
+    meta = head_meta(params, index, atlas)
+    types = qualifying_types(meta, lp)
+    board: dict = {"types": list(types), "pools": types, "methods": {}}
+    all_q = []
+    for method, table in tables.items():
+        qs, extra = _score_method(method, table, meta, types, params, progress)
+        q = pd.concat(qs, ignore_index=True) if qs else pd.DataFrame()
+        all_q.append(q)
+        board["methods"][method] = {}
+        for typ in types:
+            entry = _aggregate(q[q.head_type == typ], lp.ks, lp) if len(q) else {}
+            null = extra["nulls"].get(typ)
+            if "all" in entry and null is not None and len(null):
+                s0 = q[(q.head_type == typ) & (q.scope == "all") & (q.seed == q.seed.min())]["ap"].mean()
+                entry["all"]["map"]["null"] = {"n_permutations": int(len(null)), "mean": _r(np.nanmean(null)),
+                                               "p95": _r(np.nanquantile(null, 0.95)),
+                                               "p_value": _r((1 + np.sum(null >= s0)) / (1 + len(null)))}
+            entry["classification"] = _classification(extra["classification"][typ])
+            if extra["controls"].get(typ):
+                entry["controls"] = extra["controls"][typ]
+            board["methods"][method][typ] = entry
+    queries = pd.concat(all_q, ignore_index=True)
+    errors = read_parquet(f"{root}/data/embed/errors.parquet")
+    clone = pd.concat([read_parquet(f"{root}/data/clone/{k}.parquet") for k in params.models], ignore_index=True)
+    board["reconstruction"] = _reconstruction(params, errors, clone)
+    outliers, board["outliers"] = _outliers(errors, clone, meta, lp)
+    corr, board["correspondence"] = _correspondence(tables, meta, params)
+    write_parquet(queries, f"{root}/data/leaderboard/queries.parquet")
+    _curve_csv(board, lp.ks, f"{root}/data/leaderboard/precision_at_k.csv")
+    write_parquet(outliers, f"{root}/data/outliers.parquet")
+    write_parquet(corr, f"{root}/data/correspondence.parquet")
+    write_json(board, f"{root}/metrics/leaderboard.json")
+    write_json(headline(board), f"{root}/metrics/summary.json")
+    leaderboard_plots(params, board, tables["universal"], meta, errors, clone, outliers, f"{root}/plots/leaderboard")
+    return board
