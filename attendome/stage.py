@@ -9,9 +9,51 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from attendome.core.errors import EXPECTED_ERRORS
 from attendome.core.params import Params, load_params
 
-__all__ = ["stage_args", "load_checked_params"]
+__all__ = ["stage_args", "load_checked_params", "run_stage", "say", "set_threads", "EXPECTED_ERRORS"]
+
+
+def set_threads(threads: int = 0) -> int:
+    """Set torch's CPU threads once for the stage: ``threads``, or every core available to the process.
+
+    Returns:
+        The number of threads set.
+    """
+    import os
+
+    import torch
+
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, threads or available)
+    torch.set_num_threads(n)
+    return n
+
+
+def say(message: str) -> None:
+    """One ``[attendome] ...`` line on standard error (a stage's summary: what it read, wrote, found)."""
+    import sys
+
+    print(f"[attendome] {message}", file=sys.stderr, flush=True)
+
+
+def run_stage(main) -> None:
+    """Run a stage's ``main``; an expected error (bad params, unavailable weights, missing or corrupt
+    inputs) is printed as one ``error: ...`` line with exit status 2. Anything else is a bug and keeps
+    its traceback."""
+    import os
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        main()
+    except EXPECTED_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    name = os.environ.get("DVC_STAGE") or os.path.basename(sys.argv[0]).removesuffix(".py")
+    print(f"[attendome] stage {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
 def load_checked_params(path: str | Path = "params.yaml", scorers: bool = True) -> Params:
@@ -52,7 +94,34 @@ def stage_args(description: str | None, per_model: bool = False, scorers: bool =
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     params = load_checked_params(args.params, scorers)
+    set_threads(params.runtime.threads)
     key = getattr(args, "model", None)
     if key is not None:
         params.model(key)
     return params, key
+
+
+def preset_main(argv: list[str] | None = None) -> int:
+    """``attendome-preset NAME [--params PATH]``: print ``models=[...]`` of a params preset.
+
+    For ``dvc exp run -S "$(attendome-preset zoo)"``: the printed assignment replaces the list of models
+    the pipeline runs. Unknown names list the presets.
+    """
+    import sys
+
+    from attendome.core.params import ParamsError
+
+    ap = argparse.ArgumentParser(prog="attendome-preset", description=preset_main.__doc__)
+    ap.add_argument("name", help="a key of `presets` in params.yaml")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.name not in params.presets:
+        print(f"error: unknown preset {args.name!r}; params.yaml defines: {sorted(params.presets)}", file=sys.stderr)
+        return 2
+    print("models=[" + ",".join(params.presets[args.name]) + "]")
+    return 0

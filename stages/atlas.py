@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from attendome.atlas.summary import atlas_summary, label_scores, plot_heatmaps
+from attendome.atlas.summary import atlas_headline, atlas_summary, label_scores, plot_heatmaps
 from attendome.core.io import read_parquet, write_json, write_parquet
-from attendome.stage import stage_args
+from attendome.stage import run_stage, say, stage_args
 from attendome.atlas.scorers import validate_scores
 
 
@@ -13,9 +13,12 @@ def main() -> None:
     tables = [validate_scores(read_parquet(f"data/heads/{key}.parquet")) for key in params.models]
     atlas = label_scores(pd.concat(tables, ignore_index=True), params.atlas.thresholds)
     write_parquet(atlas, "data/atlas.parquet")
-    write_json(atlas_summary(atlas, params.atlas.top_k, params.atlas.percentiles), "metrics/atlas.json")
-    plot_heatmaps(atlas, "plots/atlas")
+    summary = atlas_summary(atlas, params.atlas.top_k, params.atlas.percentiles)
+    write_json(summary, "data/atlas_summary.json")
+    write_json(atlas_headline(summary), "metrics/atlas.json")
+    pngs = plot_heatmaps(atlas, "plots/atlas")
+    say(f"atlas: {len(params.models)} models, {len(atlas)} scores -> data/atlas.parquet, {len(pngs)} heatmaps")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -5,7 +5,7 @@ import json
 from attendome.core.io import read_parquet
 from attendome.core.models import load_model
 from attendome.clone.segattn import save_tensors, segment_attention
-from attendome.stage import stage_args
+from attendome.stage import run_stage, say, stage_args
 
 
 def main() -> None:
@@ -14,13 +14,15 @@ def main() -> None:
     segments = read_parquet("data/corpus/segments.parquet")
     lm = load_model(key, params)
     try:
-        maps = segment_attention(lm, prompts, segments)
+        maps = segment_attention(lm, prompts, segments, batch=params.runtime.attention_batch)
         info = dict(model=key, n_layers=lm.n_layers, n_heads=lm.n_heads, causal=lm.is_causal,
                     rows="layer * n_heads + head", columns="0 = sink (special tokens), 1 + J = segment J")
     finally:
         lm.release()
     save_tensors(maps, f"data/attention/{key}.safetensors", {"info": json.dumps(info)})
+    say(f"attention@{key}: {info['n_layers'] * info['n_heads']} heads x {len(prompts)} prompts "
+        f"-> data/attention/{key}.safetensors")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -5,7 +5,7 @@ from attendome.clone.corpus import build_prompts, check_disjoint
 from attendome.core.io import write_json, write_parquet
 from attendome.core.models import load_tokenizer
 from attendome.clone.inputs import corpus_manifest, tokenizers_in_play
-from attendome.stage import stage_args
+from attendome.stage import run_stage, say, stage_args
 
 
 def main() -> None:
@@ -16,8 +16,12 @@ def main() -> None:
     check_disjoint(kept)
     write_parquet(kept, "data/corpus/prompts.parquet")
     write_parquet(segments, "data/corpus/segments.parquet")
-    write_json(corpus_manifest(params, prompts, kept, segments, dropped, list(toks)), "data/corpus/manifest.json")
+    manifest = corpus_manifest(params, prompts, kept, segments, dropped, list(toks))
+    write_json(manifest, "data/corpus/manifest.json")
+    say(f"corpus: {len(toks)} tokenizers; prompts train/val/heldout "
+        f"{manifest['train']['prompts']}/{manifest['val']['prompts']}/{manifest['heldout']['prompts']}, "
+        f"{len(segments)} segments, dropped {dropped} -> data/corpus")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -5,7 +5,7 @@ import json
 from attendome.core.io import read_parquet
 from attendome.clone.inputs import load_encoder
 from attendome.clone.segattn import save_tensors, segment_features
-from attendome.stage import stage_args
+from attendome.stage import run_stage, say, stage_args
 
 
 def main() -> None:
@@ -20,7 +20,10 @@ def main() -> None:
     meta = {"info": json.dumps(dict(encoder=params.features.encoder, layer=params.features.layer,
                                     pooling="mean over the segment's tokens"))}
     save_tensors(feats, "data/features/features.safetensors", meta)
+    d = next(iter(feats.values())).shape[1]
+    say(f"features: {params.features.encoder} layer {params.features.layer}, {len(feats)} prompts x {d}-d "
+        "-> data/features/features.safetensors")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

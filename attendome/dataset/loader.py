@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attendome.core.models import LoadedModel, load_model, params_for_name, spec_key
-from attendome.core.params import Params, load_params, parse_params
+from attendome.core.params import Params, find_params, load_params
 
 __all__ = ["ModelLoader", "spec_key"]
 
@@ -15,18 +15,25 @@ class ModelLoader:
 
     Args:
         device: torch device for models not placed by ``device_map``.
-        params_path: ``params.yaml`` whose ``models`` keys may be used as names.
+        params_path: the ``params.yaml`` whose catalogue keys may be used as names; by default
+            ``./params.yaml`` when present, else the defaults shipped with the package (so the API
+            works from any directory). Which file is used is printed once.
         dtype: dtype for Hugging Face ids (``float32``, ``bfloat16``, ``float16``, ``auto``).
         device_map: e.g. ``"auto"`` for large Hugging Face models on several devices.
     """
 
-    def __init__(self, device: str = "cpu", params_path: str | Path = "params.yaml",
-                 dtype: str = "float32", device_map: str | None = None):
+    def __init__(self, device: str = "cpu", params_path: str | Path | None = None,
+                 dtype: str = "float32", device_map: str | None = None, verbose: bool = True):
+        import sys
+
         self.device = device
         self.dtype = dtype
         self.device_map = device_map
-        path = Path(params_path)
-        self._params = load_params(path) if path.exists() else parse_params({"models": {}})
+        path, how = find_params(params_path)
+        self._params = load_params(path)
+        self.params_path = path
+        if verbose:
+            print(f"attendome: model catalogue from {path} ({how})", file=sys.stderr)
         self.loaded: dict[str, LoadedModel] = {}
 
     def _params_for(self, name: str) -> tuple[str, Params]:
