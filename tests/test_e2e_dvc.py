@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import make_pipeline_repo
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODELS = ["smollm2-135m", "minilm-l6"]
@@ -38,13 +40,7 @@ def tiny_params() -> dict:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
-    for item in ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]:
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, d / item)
-    (d / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    make_pipeline_repo(d, tiny_params())
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=f"{d}{os.pathsep}{ROOT / 'tests/socket_guard'}", GIT_AUTHOR_NAME="t",
                GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
@@ -66,11 +62,12 @@ def test_repro_produces_the_atlas(repo):
         assert f"heads@{key}" in first
         t = pd.read_parquet(d / f"data/heads/{key}.parquet")
         assert {"model", "layer", "head", "score_name", "value", "stderr"} <= set(t.columns)
-        assert json.loads((d / f"metrics/heads/{key}.json").read_text())["counts"]
+        assert json.loads((d / f"data/heads/{key}.json").read_text())["counts"]
+        assert "previous_token" in json.loads((d / f"metrics/heads/{key}.json").read_text())
     atlas = pd.read_parquet(d / "data/atlas.parquet")
     assert set(atlas["model"]) == set(TINY_MODELS)
     assert set(atlas["label"]) <= {"high", "medium", "low", "n/a"}
-    m = json.loads((d / "metrics/atlas.json").read_text())
+    m = json.loads((d / "data/atlas_summary.json").read_text())
     assert set(m["models"]) == set(TINY_MODELS)
     pngs = sorted(p.name for p in (d / "plots/atlas").glob("*.png"))
     n_types = len(tiny_params()["heads"]["scorers"])
@@ -84,8 +81,9 @@ def test_phase1_and_phase2_outputs(repo):
     seeds = set()
     for key in TINY_MODELS:
         c = json.loads((d / f"metrics/clone/{key}.json").read_text())
-        assert {"heldout_kl", "positional_kl", "ratio_to_positional", "best_epochs"} <= set(c)
-        assert len(c["best_epochs"]) == 2 and c["n_seeds"] == 2
+        assert {"heldout_kl", "heldout_kl_sd", "positional_kl", "ratio_to_positional"} == set(c) - {"beats_positional"}
+        details = json.loads((d / f"data/clone/{key}.json").read_text())
+        assert len(details["history"]) == 2 and details["headline"]["n_seeds"] == 2
         from safetensors import safe_open
 
         with safe_open(str(d / f"models/cloners/{key}.safetensors"), "pt") as f:
@@ -102,8 +100,8 @@ def test_phase1_and_phase2_outputs(repo):
     assert {"method", "model", "other_model", "similarity", "mutual"} <= set(corr.columns)
     emb = pd.read_parquet(d / "data/embeddings/universal.parquet")
     assert len(emb) == 30 * 9 + 6 * 12 and "e_31" in emb.columns and set(emb.seed) == {0}
-    e = json.loads((d / "metrics/embed.json").read_text())
-    assert e["transfer"]["model"] == "minilm-l6" and e["transfer"]["budget_updates_per_head"] > 0
+    assert board["transfer"]["model"] == "minilm-l6" and board["transfer"]["budget_updates_per_head"] > 0
+    assert set(json.loads((d / "metrics/embed.json").read_text())["heldout_kl"]) == set(TINY_MODELS)
     assert (d / "mlflow.db").exists()
     for png in ("map_by_type.png", "retrieval_at_k.png", "reconstruction.png", "outliers.png", "embeddings_pca.png"):
         assert (d / "plots/leaderboard" / png).stat().st_size > 0
@@ -128,7 +126,8 @@ def test_second_repro_does_nothing(repo):
 def test_metrics_show_reads_the_metrics(repo):
     d, env, _ = repo
     out = _run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], d, env)
-    assert "metrics/atlas.json" in out and "metrics/leaderboard.json" in out
+    assert "metrics/heads/smollm2-135m.json" in out and "metrics/leaderboard/universal.json" in out
+    assert '"metrics/leaderboard.json"' not in out  # the wide file is an output, not a metric
 
 
 def test_exp_run_with_a_changed_param_and_exp_show(repo):
@@ -138,18 +137,7 @@ def test_exp_run_with_a_changed_param_and_exp_show(repo):
     _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "embed.dim=8"], d, env)
     res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=d, env=env,
                          capture_output=True, text=True, check=True)
-
-    def dims(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("embed"), dict) and "dim" in node["embed"]:
-                yield node["embed"]["dim"]
-            for v in node.values():
-                yield from dims(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from dims(v)
-
-    assert {8, 32} <= set(dims(json.loads(res.stdout)))
+    assert {8, 32} <= set(_dims(json.loads(res.stdout)))
 
 
 def test_queued_sweep_runs_in_parallel_and_tracks_each_experiment(repo):
@@ -162,13 +150,16 @@ def test_queued_sweep_runs_in_parallel_and_tracks_each_experiment(repo):
     for dim in (4, 6):
         out = _run(dvc + ["exp", "run", "--queue", "-S", f"embed.dim={dim}"], d, env)
         names.append(out.split("'")[1] if "'" in out else None)
-    _run(dvc + ["queue", "start", "--jobs", "2"], d, env)
+    # the workers outlive `dvc queue start` and inherit its output: send it to a file, not to a pipe
+    with open(d / "queue-start.log", "w") as log:
+        subprocess.run(dvc + ["queue", "start", "--jobs", "2"], cwd=d, env=env, stdout=log, stderr=log, check=True)
     deadline = time.time() + 900
     while time.time() < deadline:
         status = _run(dvc + ["queue", "status"], d, env)
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
+    subprocess.run(dvc + ["queue", "stop"], cwd=d, env=env, capture_output=True)
     assert "Failed" not in status, status
     res = subprocess.run(dvc + ["exp", "show", "--json"], cwd=d, env=env, capture_output=True, text=True, check=True)
     assert {4, 6} <= set(_dims(json.loads(res.stdout)))

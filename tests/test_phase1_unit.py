@@ -262,3 +262,11 @@ def test_batched_segment_attention_equals_one_prompt_at_a_time():
     assert one.keys() == many.keys()
     for k in one:
         assert torch.allclose(one[k].float(), many[k].float(), atol=2e-3), k
+
+
+def test_max_rise_detects_a_spike():
+    from attendome.clone.training import max_rise
+
+    assert max_rise([0.5, 0.4, 0.3]) == 0.0
+    assert max_rise([0.5, 0.4, 0.44, 0.3]) == pytest.approx(0.1)
+    assert max_rise([0.47, 0.469, 1.081]) == pytest.approx(1.081 / 0.469 - 1)  # the diverged run of the review

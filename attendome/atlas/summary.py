@@ -18,7 +18,7 @@ from attendome.core.io import atomic_path
 from attendome.core.params import Threshold
 
 __all__ = ["LABELS", "label_scores", "counts_by_label", "top_heads", "percentiles", "model_summary",
-           "atlas_summary", "model_headline", "atlas_headline", "plot_heatmaps"]
+           "atlas_summary", "model_headline", "plot_heatmaps"]
 
 LABELS = ("high", "medium", "low", "n/a")
 
@@ -110,7 +110,7 @@ def overlap(labelled: pd.DataFrame, a: str, b: str, k: int) -> dict | None:
 
 
 def atlas_summary(atlas: pd.DataFrame, k: int, pcts: Sequence[float]) -> dict:
-    """Metrics of the whole atlas, per model (for ``metrics/atlas.json``), with head-type overlaps."""
+    """Summary of the whole atlas, per model (``data/atlas_summary.json``), with head-type overlaps."""
     out = {}
     for m, g in atlas.groupby("model", sort=True):
         summ = model_summary(g, k, pcts)
@@ -122,33 +122,14 @@ def atlas_summary(atlas: pd.DataFrame, k: int, pcts: Sequence[float]) -> dict:
 
 
 def model_headline(labelled: pd.DataFrame, positive: Sequence[str] = ("high", "medium")) -> dict:
-    """The few numbers of one model worth comparing across runs (``metrics/heads/<model>.json``).
-
-    Returns:
-        ``{"n_heads", "positives": {type: heads labelled high or medium}, "max": {type: best value}}``
-        (types whose score is undefined for the model are left out).
-    """
-    out = {"n_heads": int(labelled[["layer", "head"]].drop_duplicates().shape[0]), "positives": {}, "max": {}}
-    for name, g in labelled.groupby("score_name", sort=True):
-        if g["value"].isna().all():
-            continue
-        out["positives"][name] = int(g["label"].isin(list(positive)).sum())
-        out["max"][name] = round(float(g["value"].max()), 4)
-    return out
-
-
-def atlas_headline(summary: dict) -> dict:
-    """Headline of the whole atlas (``metrics/atlas.json``): per model the number of positive heads per
-    type, and the top-k overlap of induction with retrieval (teacher-forced)."""
+    """The numbers of one model worth comparing across runs (``metrics/heads/<model>.json``): per
+    head type, the number of heads labelled ``positive`` (types undefined for the model are left out).
+    Flat keys named after the types, so ``dvc metrics show`` stacks models as rows of one small table."""
     out = {}
-    for m, s in summary["models"].items():
-        pos = {t: c["high"] + c["medium"] for t, c in s["counts"].items() if c["n/a"] < sum(c.values())}
-        row = {"positives": pos}
-        ov = s.get("overlap", {}).get("induction~retrieval_tf")
-        if ov:
-            row["induction_retrieval_tf_top_overlap"] = ov["top_k_intersection"]
-        out[m] = row
-    return {"models": out}
+    for name, g in labelled.groupby("score_name", sort=True):
+        if not g["value"].isna().all():
+            out[name] = int(g["label"].isin(list(positive)).sum())
+    return out
 
 
 def plot_heatmaps(atlas: pd.DataFrame, outdir: str | Path) -> list[Path]:

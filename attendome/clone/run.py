@@ -19,7 +19,10 @@ from attendome.clone.training import seed_for
 from attendome.core.io import read_parquet, write_json, write_parquet
 from attendome.core.params import Params
 
-__all__ = ["SplitData", "load_split_data", "head_labels", "run_clone"]
+__all__ = ["SplitData", "load_split_data", "head_labels", "run_clone", "METRIC_KEYS"]
+
+# the DVC metric of a model's cloners (the rest of the summary is in data/clone/<model>.json)
+METRIC_KEYS = ("heldout_kl", "heldout_kl_sd", "positional_kl", "ratio_to_positional", "beats_positional")
 
 
 @dataclass
@@ -121,8 +124,9 @@ def run_clone(key: str, params: Params, progress: bool = True) -> dict:
     save_tensors(weights, f"models/cloners/{key}.safetensors", meta)
     types = head_labels(key=key, positive=params.leaderboard.positive_labels)
     headline, details = summarise_heads(per, types, fits, method="model")
+    details["headline"] = headline
     write_parquet(per, f"data/clone/{key}.parquet")
     write_json(details, f"data/clone/{key}.json")
-    write_json(headline, f"metrics/clone/{key}.json")
+    write_json({k: headline[k] for k in METRIC_KEYS}, f"metrics/clone/{key}.json")
     plot_training(fits, details, f"{key}: cloner (Phase 1)", f"plots/clone/{key}.png", predictor="cloner")
     return headline

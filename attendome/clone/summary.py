@@ -118,6 +118,7 @@ def summarise_heads(per: pd.DataFrame, types: pd.DataFrame, fits: list, method: 
                                            "beats_positional": round(float((w[method] < w["positional"]).mean()), 4),
                                            **{meth: _r(w[meth].mean()) for meth in w.columns}}
     details["history"] = [{"best_epoch": f.best_epoch, "best_val_kl": _r(f.best_val), "epochs_run": f.epochs_run,
+                           "max_val_rise": _r(f.max_val_rise, 4),
                            "curve": [{k: _r(v, 6) for k, v in h.items()} for h in f.history]} for f in fits]
     return headline, details
 
@@ -148,7 +149,7 @@ def plot_training(fits: list, details: dict, title: str, path: str | Path, predi
         b.bar(np.arange(len(types)) + i * w, [details["by_head_type"][t][m] for t in types], width=w,
               label=predictor if m == "model" else m)
     b.set_xticks(np.arange(len(types)) + 0.4 - w / 2)
-    b.set_xticklabels([f"{t}\n(n={details['by_head_type'][t]['n_heads']})" for t in types], fontsize=7)
+    b.set_xticklabels([f"{t}\n(n={details['by_head_type'][t]['n_heads']})" for t in types], fontsize=7, rotation=25)
     b.set_yscale("log")
     b.set_ylabel("held-out KL (log scale, lower is better)")
     b.set_title("held-out KL by atlas head type", fontsize=9)

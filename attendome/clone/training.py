@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from attendome.core.progress import progress as progress_bar
 
-__all__ = ["seed_for", "FitResult", "lr_factor", "fit"]
+__all__ = ["seed_for", "FitResult", "lr_factor", "fit", "max_rise"]
 
 
 def seed_for(key: str, seed: int, replicate: int = 0) -> int:
@@ -60,6 +60,22 @@ class FitResult:
     @property
     def stopped_early(self) -> bool:
         return self.epochs_run < self.max_epochs
+
+    @property
+    def max_val_rise(self) -> float:
+        """Largest rise of validation KL above its running minimum, relative (0.05 = 5 %): a spike
+        detector for the curve (a diverging run shows values of 1 and more)."""
+        return max_rise([h["val_kl"] for h in self.history])
+
+
+def max_rise(values: list[float]) -> float:
+    """``max_t values[t] / min(values[:t]) - 1`` (0 when the curve never rises)."""
+    best, worst = float("inf"), 0.0
+    for v in values:
+        if best < float("inf"):
+            worst = max(worst, v / best - 1)
+        best = min(best, v)
+    return worst
 
 
 def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:

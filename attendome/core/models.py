@@ -424,6 +424,7 @@ def _quiet_transformers() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF conversion uses plain tqdm
 
 
 def _dtype(name: str):

@@ -49,6 +49,15 @@ def _nonempty(item: Any) -> Any:
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
+def _at_most_word_list(v: int) -> int:
+    """A count of distinct common words (needles, generated probes): at most the list's length."""
+    from attendome.core.text import NEEDLE_WORDS
+
+    if v > len(NEEDLE_WORDS):
+        raise ValueError(f"at most {len(NEEDLE_WORDS)} (the words are drawn without replacement)")
+    return v
+
+
 class ParamsError(ValueError):
     """Raised for invalid ``params.yaml`` content; the message names the offending key."""
 
@@ -204,14 +213,7 @@ class RetrievalParams(_Frozen):
                                    "probabilities only for the scored query rows (memory linear in the context)")
     seed: NonNeg = 0
 
-    @field_validator("needle_words")
-    @classmethod
-    def _words(cls, v: int) -> int:
-        from attendome.core.text import NEEDLE_WORDS
-
-        if v > len(NEEDLE_WORDS):
-            raise ValueError(f"at most {len(NEEDLE_WORDS)} (the needle words are drawn without replacement)")
-        return v
+    _words = field_validator("needle_words")(classmethod(lambda cls, v: _at_most_word_list(v)))
 
 
 class HeadsParams(_Frozen):
@@ -264,14 +266,7 @@ class CorpusParams(_Frozen):
     min_segments: Pos = 6
     seed: NonNeg = 0
 
-    @field_validator("generated_words")
-    @classmethod
-    def _gen_words(cls, v: int) -> int:
-        from attendome.core.text import NEEDLE_WORDS
-
-        if v > len(NEEDLE_WORDS):
-            raise ValueError(f"at most {len(NEEDLE_WORDS)} (the words are drawn without replacement)")
-        return v
+    _gen_words = field_validator("generated_words")(classmethod(lambda cls, v: _at_most_word_list(v)))
 
     @field_validator("held_out_fraction")
     @classmethod

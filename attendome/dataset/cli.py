@@ -99,13 +99,30 @@ def file_stem(name: str, taken: set[str]) -> str:
     return out
 
 
+def check_args(args) -> str:
+    """What is wrong with the flags ('' when nothing): the same rules as params.yaml (counts >= 1,
+    ``seq_len >= 2``, non-negative seed, finite thresholds in the induction score's range [0, 1] with
+    medium <= high)."""
+    import math
+
+    for name in ("high_threshold", "medium_threshold"):
+        v = getattr(args, name)
+        if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+            return f"--{name.replace('_', '-')} {v}: the induction score lies in [0, 1]"
+    if args.medium_threshold > args.high_threshold:
+        return "--medium-threshold must not exceed --high-threshold"
+    if args.num_samples < 1 or args.batch_size < 1 or args.seq_len < 2:
+        return "--num-samples/--batch-size must be >= 1 and --seq-len >= 2"
+    if args.seed < 0:
+        return "--seed must be >= 0"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.medium_threshold > args.high_threshold:
-        print("error: --medium-threshold must not exceed --high-threshold", file=sys.stderr)
-        return 2
-    if args.num_samples < 1 or args.batch_size < 1 or args.seq_len < 2:
-        print("error: --num-samples/--batch-size must be >= 1 and --seq-len >= 2", file=sys.stderr)
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         models = args.models

@@ -20,13 +20,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from attendome.core.io import read_parquet, write_json, write_parquet
+from attendome.core.io import read_json, read_parquet, write_json, write_parquet
 from attendome.core.params import Params
 from attendome.space.leaderboard import (SCOPES, bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
                                          lomo_classification, permutation_null_map, retrieval_queries,
                                          summarise_queries)
 
-__all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "headline", "run_leaderboard"]
+__all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "method_metrics", "run_leaderboard"]
 
 METHODS = ("universal", "cloner", "rsa", "scores", "random")
 HEAD = ["model", "layer", "head"]
@@ -288,23 +288,34 @@ def _curve_csv(board: dict, ks, path: str, head_type: str = "induction") -> None
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
-def headline(board: dict) -> dict:
-    """The few dozen numbers ``dvc exp show`` compares (``metrics/summary.json``): per head type the
-    mAP of every method (scope ``all``) and its chance level, the LOMO F1 of every method, and per
-    model the held-out KL of the cloners and the universal encoder relative to the positional
-    baseline."""
-    out: dict = {"map": {}, "f1": {}, "kl_ratio": {}}
+def _training(params: Params, root: str, embed: dict) -> dict:
+    """Chosen epochs and the largest rise of validation KL above its running minimum (relative), for
+    every cloner replicate, universal replicate and transfer fit: the curves' health at a glance."""
+    def pack(hist: list[dict]) -> dict:
+        return {"best_epochs": [h["best_epoch"] for h in hist], "epochs_run": [h.get("epochs_run") for h in hist],
+                "max_val_rise": _r(max(h.get("max_val_rise") or 0 for h in hist)) if hist else None}
+
+    out = {"cloner": {m: pack(read_json(f"{root}/data/clone/{m}.json")["history"]) for m in params.models},
+           "universal": pack(embed.get("history", []))}
+    if embed.get("transfer"):
+        out["transfer"] = {"best_epochs": [t["best_epoch"] for t in embed["transfer"]],
+                           "max_val_rise": _r(max(t.get("max_val_rise") or 0 for t in embed["transfer"]))}
+    return out
+
+
+def method_metrics(board: dict) -> dict[str, dict]:
+    """The DVC metrics of the leaderboard: per method (one file each, ``metrics/leaderboard/<method>.json``)
+    its mAP per head type (scope ``all``), and the chance level per type (``chance.json``). Flat keys
+    named after the types, so ``dvc metrics show`` stacks methods as rows of one small table; CIs,
+    precision/recall@k, F1 and nulls are in ``metrics/leaderboard.json``."""
+    out: dict[str, dict] = {m: {} for m in METHODS}
+    out["chance"] = {}
     for t in board["types"]:
-        row = {}
         for m, per in board["methods"].items():
             e = per.get(t, {}).get("all")
+            out[m][t] = e["map"]["mean"] if e else None
             if e:
-                row[m] = e["map"]["mean"]
-                row["chance"] = e["map"]["chance"]
-        out["map"][t] = row
-        out["f1"][t] = {m: per.get(t, {}).get("classification", {}).get("f1") for m, per in board["methods"].items()}
-    for m, r in board["reconstruction"].items():
-        out["kl_ratio"][m] = {"cloner": r["cloner_over_positional"], "universal": r["universal_over_positional"]}
+                out["chance"][t] = e["map"]["chance"]
     return out
 
 
@@ -318,7 +329,11 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> d
     index = tables["universal"].query("seed == 0")[HEAD].reset_index(drop=True)
     meta = head_meta(params, index, atlas)
     types = qualifying_types(meta, lp)
-    board: dict = {"types": list(types), "pools": types, "methods": {}}
+    board: dict = {"types": list(types), "pools": types, "methods": {},
+                   "atlas_positives": {m: {t: int(c) for t, c in g[g.label.isin(lp.positive_labels)].groupby(
+                       "score_name").size().items()} | {t: None for t in sorted(set(g.score_name[g.label == "n/a"]))
+                                                       if (g[g.score_name == t].label == "n/a").all()}
+                                       for m, g in atlas[atlas.model.isin(list(params.models))].groupby("model")}}
     all_q = []
     for method, table in tables.items():
         qs, extra = _score_method(method, table, meta, types, params, progress)
@@ -341,6 +356,10 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> d
     errors = read_parquet(f"{root}/data/embed/errors.parquet")
     clone = pd.concat([read_parquet(f"{root}/data/clone/{k}.parquet") for k in params.models], ignore_index=True)
     board["reconstruction"] = _reconstruction(params, errors, clone)
+    embed = read_json(f"{root}/data/embed/summary.json")
+    if embed.get("headline", {}).get("transfer"):
+        board["transfer"] = embed["headline"]["transfer"]
+    board["training"] = _training(params, root, embed)
     outliers, board["outliers"] = _outliers(errors, clone, meta, lp)
     corr, board["correspondence"] = _correspondence(tables, meta, params)
     write_parquet(queries, f"{root}/data/leaderboard/queries.parquet")
@@ -348,6 +367,7 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> d
     write_parquet(outliers, f"{root}/data/outliers.parquet")
     write_parquet(corr, f"{root}/data/correspondence.parquet")
     write_json(board, f"{root}/metrics/leaderboard.json")
-    write_json(headline(board), f"{root}/metrics/summary.json")
+    for name, values in method_metrics(board).items():
+        write_json(values, f"{root}/metrics/leaderboard/{name}.json")
     leaderboard_plots(params, board, tables["universal"], meta, errors, clone, outliers, f"{root}/plots/leaderboard")
     return board

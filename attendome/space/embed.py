@@ -20,7 +20,7 @@ from attendome.core.tracking import track_run
 from attendome.space.universal import (ModelData, embedding_table, evaluate_universal, fit_new_embeddings,
                                        train_universal)
 
-__all__ = ["load_model_data", "run_embed"]
+__all__ = ["load_model_data", "embed_metrics", "run_embed"]
 
 
 def load_model_data(params: Params, tp, root: str = ".") -> list[ModelData]:
@@ -59,11 +59,22 @@ def _transfer(models: list[ModelData], tp, r: int, updates: dict, progress: bool
         tr.log_metrics({"transfer.heldout_kl": kl, "transfer.best_epoch": res.best_epoch})
     per.insert(3, "seed", r)
     info = {"budget_updates_per_head": round(budget, 1), "epochs": res.max_epochs, "best_epoch": res.best_epoch,
+            "max_val_rise": _r(res.max_val_rise, 4),
             "best_val_kl": _r(res.best_val), "heldout_kl": _r(kl),
             "rest_heldout_kl": {m.key: _r(mean_kl(lambda b, m=m: enc(m.key, b), m.heldout, tp.batch_prompts))
                                 for m in rest},
             "curve": [{k: _r(v, 6) for k, v in h.items()} for h in res.history]}
     return per, info
+
+
+def embed_metrics(headline: dict) -> dict:
+    """The DVC metric of the embed stage (numbers only; the rest is in ``data/embed/summary.json``)."""
+    out = {"heldout_kl": {m: h["heldout_kl"] for m, h in headline["models"].items()},
+           "ratio_to_positional": {m: h["ratio_to_positional"] for m, h in headline["models"].items()}}
+    t = headline.get("transfer")
+    if t:
+        out["transfer"] = {k: t[k] for k in ("heldout_kl", "joint_heldout_kl", "ratio_to_positional")}
+    return out
 
 
 def run_embed(params: Params, progress: bool = True) -> dict:
@@ -120,6 +131,7 @@ def run_embed(params: Params, progress: bool = True) -> dict:
         details["models"][m.key] = {"by_kind": d["by_kind"], "by_head_type": d["by_head_type"]}
     headline["best_epochs"] = [f.best_epoch for f in fits]
     details["history"] = [{"best_epoch": f.best_epoch, "best_val_kl": _r(f.best_val), "epochs_run": f.epochs_run,
+                           "max_val_rise": _r(f.max_val_rise, 4),
                            "curve": [{k: _r(v, 6) for k, v in h.items()} for h in f.history]} for f in fits]
     if tp.transfer_model:
         tr_per = pd.concat(transfer_rows, ignore_index=True)
@@ -137,6 +149,7 @@ def run_embed(params: Params, progress: bool = True) -> dict:
         details["transfer"] = transfer_info
     else:
         write_parquet(pd.DataFrame(), "data/embed/transfer.parquet")
+    details["headline"] = headline
     write_json(details, "data/embed/summary.json")
     curves = pd.DataFrame({"epoch": range(max(len(f.history) for f in fits))})
     for r, f in enumerate(fits):
@@ -146,7 +159,7 @@ def run_embed(params: Params, progress: bool = True) -> dict:
         curves[f"val_kl_{r}"] = np.nan
     with atomic_path("data/embed/curves.csv") as tmp:
         curves.to_csv(tmp, index=False)
-    write_json(headline, "metrics/embed.json")
+    write_json(embed_metrics(headline), "metrics/embed.json")
     _, pooled = summarise_heads(errors, head_labels(positive=pos), fits)
     plot_training(fits, pooled, "universal encoder (Phase 2, all models)", "plots/embed/training.png",
                   predictor="universal")
