@@ -424,7 +424,14 @@ def _quiet_transformers() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF conversion uses plain tqdm
+        # GGUF conversion calls plain tqdm, which reads TQDM_DISABLE only when tqdm is first imported,
+        # so its bar is switched off in the one module that uses it.
+        import functools
+
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+        if hasattr(gguf_utils, "tqdm") and not isinstance(gguf_utils.tqdm, functools.partial):
+            gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
 
 
 def _dtype(name: str):
