@@ -1,5 +1,6 @@
 """Unit tier: needle-in-a-haystack trials and the retrieval hit rule."""
 
+import pytest
 import numpy as np
 import torch
 
@@ -122,3 +123,63 @@ def test_memory_efficient_retrieval_equals_the_eager_reference():
         np.testing.assert_array_equal(ga[0], gb[0])
         assert ga[2] == gb[2]  # the same greedy continuation
     assert lm.model.config._attn_implementation == "eager"  # restored after the sdpa prefill
+
+
+def _tiny_gemma3_lm(vocab: int = 64):
+    """Gemma 3's hybrid layout in miniature: a sliding-window layer (window 16) and a global one."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from attendome.core.models import LoadedModel
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512)
+    cfg._attn_implementation = "eager"
+    model = Gemma3ForCausalLM(cfg).eval()
+
+    class Tok:
+        eos_token_id = None
+
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(f"w{i}" for i in ids)
+
+    return LoadedModel(key="tiny-gemma3", model=model, tokenizer=Tok(), is_causal=True, has_unembedding=True,
+                       n_layers=2, n_heads=2, n_kv_heads=1, d_head=16, name="tiny-gemma3")
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_sliding_window_layers_and_chunked_prefill_keep_absolute_key_positions(monkeypatch, chunk):
+    # the model's default cache keeps only a sliding layer's last 16 keys, so its attention rows index
+    # the window; that shifted top-1 keys onto wrong positions (seen on Gemma-3-270m at 1k tokens).
+    # The needle's copy sits inside the window of the scored rows, so the sliding layer can find it.
+    import attendome.atlas.retrieval as retrieval
+    from attendome.atlas.retrieval import Trial, generation_hits, teacher_forced_hits
+
+    if chunk:
+        monkeypatch.setattr(retrieval, "PREFILL_CHUNK", chunk)  # several prefill steps
+    lm = _tiny_gemma3_lm()
+    g = torch.Generator().manual_seed(2)
+    agree = 0
+    for _ in range(4):
+        hay = torch.randint(10, 64, (60,), generator=g)
+        phrase = torch.randint(2, 10, (4,), generator=g)
+        prompt = torch.cat([hay[:52], phrase, hay[52:], torch.tensor([1])])  # phrase at 52..55, T = 65
+        t = Trial(prompt=prompt, answer=phrase, span=(52, 56), words=("a",), context_length=65, depth=0.9)
+        a = teacher_forced_hits(lm, t, memory_efficient=True)
+        b = teacher_forced_hits(lm, t, memory_efficient=False)
+        np.testing.assert_array_equal(a, b)
+        ga = generation_hits(lm, t, 5, memory_efficient=True)
+        gb = generation_hits(lm, t, 5, memory_efficient=False)
+        np.testing.assert_array_equal(ga[0], gb[0])
+        agree += int(ga[2] == gb[2])
+    assert agree == 4
+
+
+def test_full_cache_keeps_every_position_of_a_sliding_layer():
+    from attendome.atlas.retrieval import _prefill
+
+    lm = _tiny_gemma3_lm()
+    cache = _prefill(lm, torch.randint(10, 64, (40,)), chunk=9)
+    assert cache.get_seq_length() == 40
+    assert all(layer.keys.shape[-2] == 40 for layer in cache.layers)  # (1, kv, 40, d) in both layers

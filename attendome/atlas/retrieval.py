@@ -148,13 +148,37 @@ def attention_implementation(model, impl: str):
             model.set_attn_implementation(old)
 
 
-def _prefill(lm, ids: torch.Tensor):
-    """The key/value cache of ``ids`` (1-D), computed with memory-efficient attention (sdpa) and no
-    attention capture; only the transformer body runs (no logits over the vocabulary)."""
+PREFILL_CHUNK = 2048
+"""Tokens per sdpa prefill step. One step over a long context would build ``T x T`` attention masks
+(and, for sliding-window layers, mask them explicitly); chunks keep those at ``chunk x T``, so memory
+grows linearly with the context. Contexts up to this length are one step."""
+
+
+def _full_cache():
+    """An empty key/value cache whose every layer keeps all positions.
+
+    The model's own default cache keeps only the last ``sliding_window`` keys of a sliding-window layer
+    (Gemma 3: 512). Its attention rows would then index the window, not the sequence, and a top-1 key
+    could not be mapped to the needle's positions. With every position kept, the sliding window is
+    still applied by the attention mask, and column ``j`` of every captured row is position ``j``.
+    """
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def _prefill(lm, ids: torch.Tensor, chunk: int | None = None):
+    """The key/value cache of ``ids`` (1-D), computed with memory-efficient attention (sdpa), in chunks
+    of ``chunk`` tokens, with no attention capture; only the transformer body runs (no logits over the
+    vocabulary)."""
     body = base_model(lm.model)
+    chunk = chunk or PREFILL_CHUNK
+    cache = _full_cache()
     with attention_implementation(lm.model, "sdpa"):
-        x = ids[None].to(lm.device)
-        return _cache_of(body(input_ids=x, use_cache=True))
+        for start in range(0, len(ids), chunk):
+            x = ids[start:start + chunk][None].to(lm.device)  # (1, <= chunk)
+            cache = _cache_of(body(input_ids=x, use_cache=True, **{_cache_kw(body): cache}))
+    return cache
 
 
 @torch.no_grad()
@@ -239,7 +263,8 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int, memory_efficient: boo
         if memory_efficient:
             out = lm.model(input_ids=first, use_cache=True, **{_cache_kw(lm.model): cache})
         else:
-            out = lm.model(input_ids=trial.prompt[None].to(lm.device), use_cache=True)
+            out = lm.model(input_ids=trial.prompt[None].to(lm.device), use_cache=True,
+                           **{_cache_kw(lm.model): _full_cache()})
         for _ in range(max_new_tokens):
             w = int(out.logits[0, -1].argmax())
             steps.append(cur.clone())
