@@ -82,10 +82,27 @@ def test_trials_identical_across_many_fresh_tokenizers():
         assert all(torch.equal(a, b.prompt) for a, b in zip(ref, make_trials(WordTok(), rp)))
 
 
+class _WordIds:
+    """A tokenizer stand-in for random-init models: decodes ids as words ``w<id>``."""
+
+    eos_token_id = None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(f"w{i}" for i in ids)
+
+
+def _loaded(key: str, model):
+    from attendome.core.models import LoadedModel
+
+    c = model.config
+    return LoadedModel(key=key, model=model, tokenizer=_WordIds(), is_causal=True, has_unembedding=True,
+                       n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads,
+                       n_kv_heads=c.num_key_value_heads, d_head=getattr(c, "head_dim", None)
+                       or c.hidden_size // c.num_attention_heads, name=key)
+
+
 def _tiny_llama_lm(vocab: int = 64):
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from attendome.core.models import LoadedModel
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
@@ -93,14 +110,7 @@ def _tiny_llama_lm(vocab: int = 64):
     cfg._attn_implementation = "eager"
     model = LlamaForCausalLM(cfg).eval()
 
-    class Tok:
-        eos_token_id = None
-
-        def decode(self, ids, skip_special_tokens=True):
-            return " ".join(f"w{i}" for i in ids)
-
-    return LoadedModel(key="tiny", model=model, tokenizer=Tok(), is_causal=True, has_unembedding=True,
-                       n_layers=3, n_heads=4, n_kv_heads=2, d_head=12, name="tiny")
+    return _loaded("tiny", model)
 
 
 def test_memory_efficient_retrieval_equals_the_eager_reference():
@@ -129,8 +139,6 @@ def _tiny_gemma3_lm(vocab: int = 64):
     """Gemma 3's hybrid layout in miniature: a sliding-window layer (window 16) and a global one."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from attendome.core.models import LoadedModel
-
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
@@ -138,14 +146,7 @@ def _tiny_gemma3_lm(vocab: int = 64):
     cfg._attn_implementation = "eager"
     model = Gemma3ForCausalLM(cfg).eval()
 
-    class Tok:
-        eos_token_id = None
-
-        def decode(self, ids, skip_special_tokens=True):
-            return " ".join(f"w{i}" for i in ids)
-
-    return LoadedModel(key="tiny-gemma3", model=model, tokenizer=Tok(), is_causal=True, has_unembedding=True,
-                       n_layers=2, n_heads=2, n_kv_heads=1, d_head=16, name="tiny-gemma3")
+    return _loaded("tiny-gemma3", model)
 
 
 @pytest.mark.parametrize("chunk", [None, 7])
