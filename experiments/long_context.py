@@ -36,16 +36,17 @@ def one(model: str, length: int, memory_efficient: bool, params_path: str) -> di
     import torch
 
     from attendome.atlas.retrieval import make_trials, teacher_forced_hits
-    from attendome.core.models import load_model
+    from attendome.core.models import load_config, load_model
     from attendome.core.params import RetrievalParams, load_params
     from attendome.stage import set_threads
 
     set_threads(0)
     params = load_params(params_path)
-    lm = load_model(model, params)
-    positions = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
+    config = load_config(model, params)[0]  # the config alone: a length the model cannot take loads no weights
+    positions = getattr(config.get_text_config(), "max_position_embeddings", None)
     if positions and length + 64 > positions:
         return {"model": model, "length": length, "skipped": f"beyond the model's {positions} positions"}
+    lm = load_model(model, params)
     trial = make_trials(lm.tokenizer, RetrievalParams(context_lengths=(length,), depths=(0.5,), needles_per_cell=1))[0]
     with torch.no_grad():  # a short warm-up trial: one-off allocations (thread pools, kernels) are not the trial's
         short = make_trials(lm.tokenizer, RetrievalParams(context_lengths=(64,), depths=(0.5,), needles_per_cell=1))[0]
