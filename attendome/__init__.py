@@ -1,19 +1,26 @@
 """Attendome: do attention heads of different transformer models live in one shared space?
 
-Subpackages follow the pipeline; imports only point down (core <- atlas <- clone <- space):
+Subpackages follow the pipeline; imports only point down (core <- atlas, prep <- clone <- space <-
+board), and each stage's code dependencies in ``dvc.yaml`` are exactly the modules it imports
+(``tests/unit/test_stage_deps.py``):
 
-* :mod:`attendome.core` -- params, model registry and loading, attention capture, I/O, tables,
-  tracking: what every step stands on.
-* :mod:`attendome.atlas` -- step 1, the head atlas (stages ``heads``, ``atlas``).
-* :mod:`attendome.clone` -- step 2, Phase 1 cloning (stages ``corpus``, ``features``,
-  ``attention``, ``clone``).
-* :mod:`attendome.space` -- step 3, Phase 2 universal embeddings, baselines and the leaderboard
-  (stages ``embed``, ``baselines``, ``leaderboard``).
+* :mod:`attendome.core` -- params, model sources, cache and loading, attention capture, I/O,
+  tables, tracking: what every step stands on.
+* :mod:`attendome.atlas` -- step 1, the head atlas: per-model scoring (stage ``heads``), labels and
+  the atlas summary and heatmaps (stage ``atlas``).
+* :mod:`attendome.prep` -- step 2a, data preparation: the corpus split by document, alignment on
+  shared segments, segment attention and encoder features (stages ``corpus``, ``features``,
+  ``attention``).
+* :mod:`attendome.clone` -- step 2b, Phase 1 cloning (stage ``clone``).
+* :mod:`attendome.space` -- step 3, Phase 2 universal embeddings and the baseline embeddings
+  (stages ``embed``, ``baselines``).
+* :mod:`attendome.board` -- step 4, the leaderboard (stage ``leaderboard``).
 * :mod:`attendome.dataset` -- the seed's API and CLI (``InductionHeadClassifier``,
   ``ModelLoader``), a user-facing layer over the atlas.
 * :mod:`attendome.stage` -- the command-line skeleton of every ``stages/*.py`` script.
+* :mod:`attendome.report` -- the generated report (stage ``report``).
 
-``tests/test_layout.py`` checks the direction of every import and that there is no circle.
+``tests/unit/test_layout.py`` checks the direction of every import and that there is no circle.
 """
 
 __version__ = "0.1.0"

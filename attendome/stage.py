@@ -1,13 +1,15 @@
 """The one command-line skeleton shared by every ``stages/*.py`` script (the top layer).
 
-It sits above every subpackage, so it may check params against what the layers below own (the
-scorer registry of :mod:`attendome.atlas`) before any model loads.
+It imports only :mod:`attendome.core`, so every stage depends on it without depending on any step's
+code; checks that need a step's code (the scorer registry of :mod:`attendome.atlas`) are passed in
+by the stage script (``check=``) and run before any model loads.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 from attendome.core.errors import EXPECTED_ERRORS
 from attendome.core.params import Params, load_params
@@ -56,33 +58,27 @@ def run_stage(main) -> None:
     print(f"[attendome] stage {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
-def load_checked_params(path: str | Path = "params.yaml", scorers: bool = True) -> Params:
-    """:func:`~attendome.core.params.load_params` plus the checks that need the scorer registry.
-
-    Args:
-        path: the params file.
-        scorers: also check ``heads.scorers`` against the registry of :mod:`attendome.atlas` (the
-            atlas stages do; the stages of later steps never import the atlas code, so that a change
-            to a scorer does not rerun them).
+def load_checked_params(path: str | Path = "params.yaml", check: Callable[[Params], None] | None = None) -> Params:
+    """:func:`~attendome.core.params.load_params` plus ``check(params)`` (e.g.
+    :func:`attendome.atlas.scorers.check_params`, the scorer names against the registry).
 
     Raises:
         ParamsError: invalid params, naming the offending key.
     """
     params = load_params(path)
-    if scorers:
-        from attendome.atlas.scorers import check_scorer_names
-
-        check_scorer_names(params.heads.scorers, "heads.scorers")
+    if check is not None:
+        check(params)
     return params
 
 
-def stage_args(description: str | None, per_model: bool = False, scorers: bool = False) -> tuple[Params, str | None]:
+def stage_args(description: str | None, per_model: bool = False,
+               check: Callable[[Params], None] | None = None) -> tuple[Params, str | None]:
     """Parse ``[model] [--params PATH]``, load and validate params (before any model loads).
 
     Args:
         description: the stage's help text.
         per_model: the stage takes a model key.
-        scorers: check scorer names against the atlas registry (see :func:`load_checked_params`).
+        check: more params checks that need a step's code (see :func:`load_checked_params`).
 
     Returns:
         ``(params, model_key)``; ``model_key`` is None unless ``per_model``. An unknown model key is
@@ -93,7 +89,7 @@ def stage_args(description: str | None, per_model: bool = False, scorers: bool =
         ap.add_argument("model", help="model key in params.yaml")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    params = load_checked_params(args.params, scorers)
+    params = load_checked_params(args.params, check)
     set_threads(params.runtime.threads)
     key = getattr(args, "model", None)
     if key is not None:

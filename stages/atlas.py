@@ -2,14 +2,15 @@
 
 import pandas as pd
 
-from attendome.atlas.summary import atlas_summary, label_scores, plot_heatmaps
+from attendome.atlas.labels import label_scores
+from attendome.atlas.summary import atlas_summary, plot_heatmaps
 from attendome.core.io import read_parquet, write_json, write_parquet
 from attendome.stage import run_stage, say, stage_args
-from attendome.atlas.scorers import validate_scores
+from attendome.atlas.scorers import check_params, validate_scores
 
 
 def main() -> None:
-    params, _ = stage_args(__doc__, scorers=True)
+    params, _ = stage_args(__doc__, check=check_params)
     tables = [validate_scores(read_parquet(f"data/heads/{key}.parquet")) for key in params.models]
     atlas = label_scores(pd.concat(tables, ignore_index=True), params.atlas.thresholds)
     write_parquet(atlas, "data/atlas.parquet")

@@ -4,7 +4,8 @@ import json
 
 from attendome.core.io import read_parquet
 from attendome.core.models import load_model
-from attendome.clone.segattn import save_tensors, segment_attention
+from attendome.core.io import save_tensors
+from attendome.prep.segattn import segment_attention
 from attendome.stage import run_stage, say, stage_args
 
 

@@ -1,10 +1,10 @@
 """DVC stage `corpus`: prompt sets (train / held-out by document) and their shared segments."""
 
-from attendome.clone.align import segment_prompts
-from attendome.clone.corpus import build_prompts, check_disjoint
+from attendome.prep.align import segment_prompts
+from attendome.prep.corpus import build_prompts, check_disjoint
 from attendome.core.io import write_json, write_parquet
 from attendome.core.models import load_tokenizer
-from attendome.clone.inputs import corpus_manifest, tokenizers_in_play
+from attendome.prep.inputs import corpus_manifest, tokenizers_in_play
 from attendome.stage import run_stage, say, stage_args
 
 

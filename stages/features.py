@@ -3,8 +3,9 @@
 import json
 
 from attendome.core.io import read_parquet
-from attendome.clone.inputs import load_encoder
-from attendome.clone.segattn import save_tensors, segment_features
+from attendome.prep.inputs import load_encoder
+from attendome.core.io import save_tensors
+from attendome.prep.segattn import segment_features
 from attendome.stage import run_stage, say, stage_args
 
 

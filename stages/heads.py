@@ -1,14 +1,15 @@
 """DVC stage `heads@<key>`: score every head of one model; write its table and metrics."""
 
-from attendome.atlas.summary import label_scores, model_headline, model_summary
+from attendome.atlas.labels import label_scores, model_headline, model_summary
 from attendome.atlas.score import score_model
+from attendome.atlas.scorers import check_params
 from attendome.core.io import write_json, write_parquet
 from attendome.core.models import check_params_against_config, load_model
 from attendome.stage import run_stage, say, stage_args
 
 
 def main() -> None:
-    params, key = stage_args(__doc__, per_model=True, scorers=True)
+    params, key = stage_args(__doc__, per_model=True, check=check_params)
     check_params_against_config(key, params, heads=True)
     lm = load_model(key, params)
     try:

@@ -1,6 +1,6 @@
 """DVC stage `leaderboard`: score every embedding method; outliers; correspondence; plots."""
 
-from attendome.space.board import run_leaderboard
+from attendome.board.run import run_leaderboard
 from attendome.stage import run_stage, say, stage_args
 
 

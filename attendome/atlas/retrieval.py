@@ -189,7 +189,7 @@ def teacher_forced_hits(lm, trial: Trial, memory_efficient: bool = True) -> np.n
     sdpa, and attention probabilities are formed only for the ``n`` scored query rows (the last
     prompt token and the answer tokens but the last) against the cached keys: memory ``O(n T)`` per
     layer instead of ``O(T^2)``. Without it, one eager forward over the whole sequence (the reference
-    implementation; the two agree, see ``tests/test_retrieval_unit.py``).
+    implementation; the two agree, see ``tests/unit/test_retrieval.py``).
     """
     body = base_model(lm.model)
     ids = torch.cat([trial.prompt, trial.answer])  # (T,)

@@ -20,7 +20,7 @@ from attendome.core import tables
 from attendome.core.params import ParamsError
 
 __all__ = ["REGISTRY", "ProbeLayout", "Scorer", "available", "get", "register", "check_scorer_names",
-           "validate_scores"]
+           "check_params", "validate_scores"]
 
 
 def check_scorer_names(names: Sequence[str], key: str = "heads.scorers") -> None:
@@ -33,6 +33,16 @@ def check_scorer_names(names: Sequence[str], key: str = "heads.scorers") -> None
         if name not in REGISTRY:
             raise ParamsError(f"invalid params.yaml:\n  {key}.{i}: unknown scorer {name!r}; "
                               f"available: {available()}")
+
+
+def check_params(params) -> None:
+    """The params checks that need the registry (``heads.scorers``); stages of the atlas pass it to
+    :func:`attendome.stage.stage_args`, so that the stages of later steps never import atlas code.
+
+    Raises:
+        ParamsError: an unknown scorer name.
+    """
+    check_scorer_names(params.heads.scorers, "heads.scorers")
 
 
 def validate_scores(df: pd.DataFrame) -> pd.DataFrame:

@@ -10,10 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attendome.clone.cloner import (SegmentData, build_data, evaluate_heads, fit_projection, mean_positional_pattern,
-                                    train_cloner)
-from attendome.clone.corpus import check_disjoint
-from attendome.clone.segattn import load_attention, load_tensors, save_tensors
+from attendome.clone.data import build_data, fit_projection, SegmentData
+from attendome.clone.evaluate import evaluate_heads
+from attendome.clone.model import train_cloner
+from attendome.clone.positional import mean_positional_pattern
+from attendome.prep.corpus import check_disjoint
+from attendome.core.io import load_tensors, save_tensors
+from attendome.prep.store import load_attention
 from attendome.clone.summary import plot_training, summarise_heads
 from attendome.clone.training import seed_for
 from attendome.core.io import read_parquet, write_json, write_parquet
@@ -41,7 +44,7 @@ def _kind(source: str) -> str:
 
 
 def load_split_data(key: str, params: Params, root: str = ".", tp=None) -> SplitData:
-    """Train, validation and held-out :class:`~attendome.clone.cloner.SegmentData` of model ``key``.
+    """Train, validation and held-out :class:`~attendome.clone.model.SegmentData` of model ``key``.
 
     ``tp`` (default ``params.clone``) gives the feature projection and position settings; the
     projection is fitted on training prompts only. Checks (not assumes) that no document is in two

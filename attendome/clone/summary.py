@@ -1,6 +1,6 @@
 """Summaries and plots of held-out reconstruction (Phase 1 cloners and the Phase 2 encoder alike).
 
-Input: the long per-head table of :func:`attendome.clone.cloner.evaluate_heads` with ``model,
+Input: the long per-head table of :func:`attendome.clone.model.evaluate_heads` with ``model,
 layer, head, seed`` added. Every number is first averaged over a model's heads within one
 replicate (seed); the headline gives the mean and the standard deviation of that average across
 replicates. Baselines are deterministic, so they are read from replicate 0.

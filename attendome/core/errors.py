@@ -7,7 +7,7 @@ status 2; any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 from attendome.core.io import CorruptDataError, DataError, MissingDataError
-from attendome.core.models import ModelUnavailableError
+from attendome.core.cache import ModelUnavailableError
 from attendome.core.params import ParamsError
 
 __all__ = ["EXPECTED_ERRORS", "ParamsError", "ModelUnavailableError", "DataError", "MissingDataError",

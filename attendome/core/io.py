@@ -16,11 +16,15 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pandas as pd
 
-__all__ = ["DataError", "MissingDataError", "CorruptDataError", "atomic_path", "write_parquet", "read_parquet", "write_json", "read_json", "to_jsonable"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DataError", "MissingDataError", "CorruptDataError", "atomic_path", "write_parquet", "read_parquet", "write_json", "read_json", "to_jsonable",
+           "save_tensors", "load_tensors"]
 
 
 class DataError(Exception):
@@ -101,3 +105,26 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CorruptDataError(f"{path} is not valid JSON ({err}); delete it and rerun dvc repro") from None
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to safetensors atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata or {})
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; a missing or corrupt file gets an error that names it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingDataError(f"{path} not found: run the stage that produces it (dvc repro)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except Exception as err:
+        raise CorruptDataError(f"{path} is not a readable safetensors file ({err}); delete it and rerun dvc repro") from None

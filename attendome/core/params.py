@@ -227,7 +227,7 @@ class HeadsParams(_Frozen):
     @classmethod
     def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         # Whether each name is a registered scorer is checked by the atlas layer, which owns the
-        # registry (attendome.atlas.scorers.check_scorer_names, called by attendome.stage before
+        # registry (attendome.atlas.scorers.check_params, passed by the atlas stages to attendome.stage before
         # any model loads): core must not import the layers above it.
         if len(set(v)) != len(v):
             raise ValueError("scorers listed twice")
@@ -250,7 +250,7 @@ class AtlasParams(_Frozen):
 
 
 class CorpusParams(_Frozen):
-    """Prompt sets for Phase 1/2 (see :mod:`attendome.clone.corpus`)."""
+    """Prompt sets for Phase 1/2 (see :mod:`attendome.prep.corpus`)."""
 
     source: Literal["pydoc", "files", "hf"] = "pydoc"
     files: tuple[str, ...] = ()
@@ -339,7 +339,7 @@ class EmbedParams(TrainParams):
 
 
 class LeaderboardParams(_Frozen):
-    """Phase 2 evaluation settings (see :mod:`attendome.space.leaderboard`)."""
+    """Phase 2 evaluation settings (see :mod:`attendome.board.metrics`)."""
 
     ks: _nonempty(Pos) = (1, 5, 10, 20)
     positive_labels: tuple[str, ...] = ("high", "medium")

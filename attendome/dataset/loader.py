@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attendome.core.models import LoadedModel, load_model, params_for_name, spec_key
+from attendome.core.models import load_model, LoadedModel, params_for_name, spec_key
 from attendome.core.params import Params, find_params, load_params
 
 __all__ = ["ModelLoader", "spec_key"]

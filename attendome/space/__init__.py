@@ -1,9 +1,8 @@
-"""Step 3, the shared space: universal head embeddings, baselines and the leaderboard.
+"""Step 3, the shared space: universal head embeddings and the baseline embeddings.
 
-Owns: the universal encoder (:mod:`.universal`, stage ``embed``), baseline embeddings
-(:mod:`.baselines`, stage ``baselines``), the leaderboard metrics (:mod:`.leaderboard`) and the
-stage bodies (:mod:`.run`, stages ``embed``, ``baselines``, ``leaderboard``).
+Owns: the universal encoder (:mod:`.universal`) and its stage body (:mod:`.embed`, stage ``embed``),
+baseline embeddings (:mod:`.baselines`, stage ``baselines``).
 
-May import: :mod:`attendome.core`, :mod:`attendome.atlas`, :mod:`attendome.clone`. Must not import:
-``dataset``, ``stage``.
+May import: :mod:`attendome.core`, :mod:`attendome.prep`, :mod:`attendome.clone`. Must not import:
+``atlas``, ``board``, ``dataset``, ``stage``.
 """

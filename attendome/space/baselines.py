@@ -28,20 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["pca", "table", "random_embeddings", "score_embeddings", "rsa_gram", "gram_pca",
+from attendome.core.linalg import pca
+
+__all__ = ["table", "random_embeddings", "score_embeddings", "rsa_gram", "gram_pca",
            "cloner_embeddings", "run_baselines"]
-
-
-def pca(X: np.ndarray, dim: int) -> np.ndarray:
-    """``(N, min(dim, rank))`` principal-component scores of the rows of ``X`` (centred over rows)."""
-    X = np.asarray(X, dtype=np.float64)
-    Xc = X - X.mean(0, keepdims=True)
-    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
-    k = min(dim, len(S))
-    # a deterministic sign per component (largest |loading| positive), so reruns agree exactly
-    signs = np.sign(U[np.abs(U).argmax(0), np.arange(U.shape[1])])
-    signs[signs == 0] = 1
-    return (U * signs)[:, :k] * S[:k]
 
 
 def table(index: pd.DataFrame, E: np.ndarray, seed: int = 0, columns: list[str] | None = None) -> pd.DataFrame:
@@ -126,8 +116,9 @@ def run_baselines(params, root: str = ".") -> dict:
     Returns:
         ``{method: (rows, dims)}`` for the log line.
     """
-    from attendome.clone.cloner import BilinearCloner
-    from attendome.clone.segattn import load_attention, load_tensors
+    from attendome.clone.model import BilinearCloner
+    from attendome.core.io import load_tensors
+    from attendome.prep.store import load_attention
     from attendome.core.io import read_parquet, write_parquet
 
     index = read_parquet(f"{root}/data/embeddings/universal.parquet").query("seed == 0")[["model", "layer", "head"]]

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attendome.clone.cloner import mean_kl, mean_positional_pattern
+from attendome.clone.losses import mean_kl
+from attendome.clone.positional import mean_positional_pattern
 from attendome.clone.run import head_labels, load_split_data
-from attendome.clone.segattn import save_tensors
+from attendome.core.io import save_tensors
 from attendome.clone.summary import plot_training, summarise_heads
 from attendome.clone.training import seed_for
 from attendome.core.io import atomic_path, write_json, write_parquet

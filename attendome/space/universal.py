@@ -4,13 +4,13 @@ place of subjects.
 
 A shared network maps the frozen segment features ``Z`` (and the target model's token counts) and
 a head's compact embedding ``e_h`` (``dim`` numbers, the only per-head parameters) to the head's
-attention, with the predictor of :mod:`attendome.clone.cloner`:
+attention, with the predictor of :mod:`attendome.clone.model`:
 
     Q_h = Q_0 + sum_k e_h[k] Q_k        K_h = K_0 + sum_k e_h[k] K_k     (d_in x r, d_k x r)
     s_h = s_0 + S e_h,  b_h = b_0 + c . e_h,  p_h = p_0 + P e_h,  w_h = w_0 + v . e_h
     c_h = c_0 + M e_h                   (the head's absolute-position code in the shared basis)
 
-The absolute-position basis (``mu``, ``B_1..B_P``) is that of :func:`attendome.clone.cloner.positional_basis`
+The absolute-position basis (``mu``, ``B_1..B_P``) is that of :func:`attendome.clone.model.positional_basis`
 over the training prompts of *all* models (pooled), fixed. Warm start, from training data only: the
 first ``P`` numbers of each head's embedding start at its standardised coordinates on that basis
 and ``M`` at the matching diagonal, so a head starts from its own (low-rank) positional habit; a
@@ -41,9 +41,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from attendome.clone.cloner import (Batch, EntropyCache, SegmentData, absolute_bias, batch_kl, bilinear_logprobs,
-                                    ce_loss, evaluate_heads, length_batches, mean_kl, pad_batch, positional_basis,
-                                    project_positional)
+from attendome.clone.data import Batch, length_batches, pad_batch, SegmentData
+from attendome.clone.evaluate import evaluate_heads
+from attendome.clone.losses import batch_kl, ce_loss, EntropyCache, mean_kl
+from attendome.clone.model import bilinear_logprobs
+from attendome.clone.positional import absolute_bias, positional_basis, project_positional
 from attendome.clone.training import FitResult, fit
 
 __all__ = ["ModelData", "UniversalEncoder", "train_universal", "fit_new_embeddings", "evaluate_universal",

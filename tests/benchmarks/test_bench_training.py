@@ -7,11 +7,12 @@ heads one at a time (one module per head) on the same data and settings.
 
 import pytest
 
-from attendome.clone.cloner import SegmentData, train_cloner
+from attendome.clone.data import SegmentData
+from attendome.clone.model import train_cloner
 from attendome.core.params import EmbedParams, TrainParams
 from attendome.space.universal import train_universal
-from tests.test_leaderboard_unit import planted_models
-from tests.test_phase1_unit import synthetic_data
+from tests.unit.test_leaderboard import planted_models
+from tests.unit.test_phase1 import synthetic_data
 
 N_HEADS = 32
 TP = TrainParams(rank=8, epochs=2, position_dims=0, batch_prompts=16, position_components=0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attendome.clone.align import pool_attention, segment_map, segment_prompts, shared_segments, token_spans
+from attendome.prep.align import pool_attention, segment_map, segment_prompts, shared_segments, token_spans
 from attendome.core.models import load_tokenizer
 from attendome.core.params import load_params
 

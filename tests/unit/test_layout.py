@@ -1,5 +1,5 @@
-"""Unit tier: the package layout. Imports only point down (core <- atlas <- clone <- space, with
-the seed API and the stage skeleton on top) and no module imports itself back through others."""
+"""Unit tier: the package layout. Imports only point down (core <- atlas, prep <- clone <- space <- board,
+with the seed API and the stage skeleton on top) and no module imports itself back through others."""
 
 import ast
 import graphlib
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "attendome"
+PKG = Path(__file__).resolve().parents[2] / "attendome"
 # Layer of each top-level part; a module may import only from its own layer or lower ones.
-LAYER = {"core": 0, "atlas": 1, "clone": 2, "space": 3, "dataset": 4, "stage": 4, "report": 4, "__init__": 0}
+LAYER = {"core": 0, "atlas": 1, "prep": 1, "clone": 2, "space": 3, "board": 4, "dataset": 5, "stage": 5, "report": 5,
+         "__init__": 0}
 
 
 def _modules() -> dict[str, Path]:
@@ -59,7 +60,7 @@ def _layer(mod: str) -> int:
 def test_every_part_of_the_package_has_a_layer():
     parts = {m.split(".")[1] for m in _graph() if "." in m}
     assert parts <= set(LAYER), f"new top-level part(s) {parts - set(LAYER)}: give them a layer here"
-    assert {"core", "atlas", "clone", "space", "dataset"} <= parts
+    assert {"core", "atlas", "prep", "clone", "space", "board", "dataset"} <= parts
 
 
 def test_imports_point_down():
@@ -85,18 +86,18 @@ def test_scorer_modules_do_not_import_the_filled_registry_or_the_scoring_loop():
 def test_the_checker_finds_a_planted_circle_and_an_upward_import(tmp_path):
     # the checks above must be able to fail: a two-module circle and a core -> space import
     a, b = tmp_path / "a.py", tmp_path / "b.py"
-    a.write_text("from attendome.space.run import run_embed\n")
+    a.write_text("from attendome.space.embed import run_embed\n")
     b.write_text("import attendome.core.io\n")
-    mods = {"attendome.core.a": a, "attendome.space.run": b, "attendome.core.io": b}
+    mods = {"attendome.core.a": a, "attendome.space.embed": b, "attendome.core.io": b}
     deps = {"attendome.core.a": _imports(a, mods), "attendome.core.io": {"attendome.core.a"}}
-    assert deps["attendome.core.a"] == {"attendome.space.run"}
-    assert _layer("attendome.space.run") > _layer("attendome.core.a")
+    assert deps["attendome.core.a"] == {"attendome.space.embed"}
+    assert _layer("attendome.space.embed") > _layer("attendome.core.a")
     with pytest.raises(graphlib.CycleError):
         tuple(graphlib.TopologicalSorter({"x": {"y"}, "y": {"x"}}).static_order())
 
 
 def test_every_subpackage_says_what_it_owns_and_must_not_import():
-    for sub in ("core", "atlas", "clone", "space", "dataset"):
+    for sub in ("core", "atlas", "prep", "clone", "space", "board", "dataset"):
         doc = ast.get_docstring(ast.parse((PKG / sub / "__init__.py").read_text())) or ""
         assert "Owns" in doc or "owns" in doc or sub == "dataset", sub
         assert "not import" in doc, sub

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from attendome.clone.cloner import SegmentData, bilinear_logprobs, valid_mask
+from attendome.clone.data import SegmentData, valid_mask
+from attendome.clone.model import bilinear_logprobs
 from attendome.core.params import EmbedParams, LeaderboardParams
-from attendome.space.board import _columns, fit_transform, qualifying_types
-from attendome.space.leaderboard import (bootstrap_ci, correspondence, expected_ap, flag_outliers, hit_chance,
-                                         lomo_classification, permutation_null_map, ranking_metrics,
-                                         retrieval_queries)
+from attendome.board.run import _columns, fit_transform, qualifying_types
+from attendome.board.metrics import (bootstrap_ci, correspondence, expected_ap, flag_outliers, hit_chance,
+                                     lomo_classification, permutation_null_map, ranking_metrics, retrieval_queries)
 from attendome.space.universal import ModelData, evaluate_universal, train_universal
 
 

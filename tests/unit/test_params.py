@@ -100,6 +100,7 @@ def test_params_are_frozen():
 
 def test_unknown_scorer_is_refused_by_the_checked_loader(tmp_path):
     # the scorer registry lives in the atlas layer; the stage skeleton checks names against it
+    from attendome.atlas.scorers import check_params
     from attendome.stage import load_checked_params
 
     raw = _with("heads.scorers", ["induction", "telepathy"])
@@ -108,7 +109,7 @@ def test_unknown_scorer_is_refused_by_the_checked_loader(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     parse_params(raw)  # structurally valid
     with pytest.raises(ParamsError, match=r"heads\.scorers\.1: unknown scorer 'telepathy'"):
-        load_checked_params(path)
+        load_checked_params(path, check=check_params)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Segment-level attention of every head, and segment features of the frozen encoder.
 
 Both stream prompts one at a time: a prompt's attention is pooled onto its segments inside the
-layer hooks (:mod:`attendome.clone.align`), so at no point are all prompts x layers x heads token maps held.
+layer hooks (:mod:`attendome.prep.align`), so at no point are all prompts x layers x heads token maps held.
 Stored per prompt, keyed by ``prompt_id``, in safetensors (no pickle):
 
 * attention: ``(n_layers * n_heads, S, S + 1)`` float16, row ``layer * n_heads + head``, column 0
@@ -20,15 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from attendome.clone.align import pool_attention, segment_map, token_spans
+from attendome.prep.align import pool_attention, segment_map, token_spans
 from attendome.core.capture import base_model, capture_attention
-from attendome.core.io import CorruptDataError, MissingDataError, atomic_path
 from attendome.core.progress import progress as progress_bar
+from attendome.prep.store import NTOK_PREFIX
 
-__all__ = ["prompt_segments", "segment_attention", "segment_features", "save_tensors", "load_tensors",
-           "load_attention", "NTOK_PREFIX"]
-
-NTOK_PREFIX = "ntok/"
+__all__ = ["prompt_segments", "segment_attention", "segment_features"]
 
 
 def prompt_segments(segments: pd.DataFrame) -> dict[str, list[tuple[int, int]]]:
@@ -115,40 +112,3 @@ def segment_features(enc, prompts: pd.DataFrame, segments: pd.DataFrame, layer: 
         counts = torch.bincount(seg[keep], minlength=S).clamp_min(1).unsqueeze(1)
         out[r.prompt_id] = sums / counts
     return out
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors to safetensors atomically."""
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata or {})
-
-
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file; a missing or corrupt file gets an error that names it."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingDataError(f"{path} not found: run the stage that produces it (dvc repro)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
-    except Exception as err:
-        raise CorruptDataError(f"{path} is not a readable safetensors file ({err}); delete it and rerun dvc repro") from None
-
-
-def load_attention(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """Read an ``attention@<model>`` output.
-
-    Returns:
-        ``(attention {prompt_id: (L*H, S, S+1) float16}, ntok {prompt_id: (S+1,) counts}, info)``.
-    """
-    import json
-
-    tensors, meta = load_tensors(path)
-    attn = {k: v for k, v in tensors.items() if not k.startswith(NTOK_PREFIX)}
-    ntok = {k[len(NTOK_PREFIX):]: v for k, v in tensors.items() if k.startswith(NTOK_PREFIX)}
-    return attn, ntok, json.loads(meta["info"])

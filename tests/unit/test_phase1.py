@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from attendome.clone.align import SegmentMap, TokenSpans, pool_attention, segment_map, shared_segments
-from attendome.clone.cloner import (BilinearCloner, SegmentData, bilinear_logprobs, evaluate_heads, mean_kl,
-                                    pad_batch, repeat_targets, train_cloner, valid_mask)
-from attendome.clone.corpus import build_prompts, check_disjoint
+from attendome.prep.align import pool_attention, segment_map, SegmentMap, shared_segments, TokenSpans
+from attendome.clone.data import pad_batch, repeat_targets, SegmentData, valid_mask
+from attendome.clone.evaluate import evaluate_heads
+from attendome.clone.losses import mean_kl
+from attendome.clone.model import bilinear_logprobs, BilinearCloner, train_cloner
+from attendome.prep.corpus import build_prompts, check_disjoint
 from attendome.clone.training import fit, lr_factor, seed_for
 from attendome.core.params import CorpusParams, TrainParams
 
@@ -236,7 +238,7 @@ def test_positional_basis_reconstructs_a_purely_positional_head():
         a.zero_()
         a[0, 0, 0] = 1.0
         a[0, torch.arange(1, S), torch.arange(1, S)] = 1.0
-    from attendome.clone.cloner import positional_basis
+    from attendome.clone.positional import positional_basis
 
     basis = positional_basis([data], 2, 1e-3)
     m = BilinearCloner(1, data.d_in, 2, 0, prev_keys=False, basis=basis)
@@ -247,8 +249,8 @@ def test_positional_basis_reconstructs_a_purely_positional_head():
 
 
 def test_batched_segment_attention_equals_one_prompt_at_a_time():
-    from attendome.clone.align import segment_prompts
-    from attendome.clone.segattn import segment_attention
+    from attendome.prep.align import segment_prompts
+    from attendome.prep.segattn import segment_attention
     from attendome.dataset.classifier import wrap_model
     from tests.tiny_models import build_tiny_induction_gpt2
 

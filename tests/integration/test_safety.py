@@ -17,11 +17,13 @@ import pytest
 
 from tests.conftest import require_dist
 
+from attendome.core import cache as C
 from attendome.core import models as M
+from attendome.core import sources as SRC
 from attendome.core.io import atomic_path, write_json
 from attendome.core.params import ModelSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -63,8 +65,8 @@ def test_verified_dir_rebuilds_a_corrupted_truncated_or_unfinished_cache(cache):
 
     final = cache / "hf" / "abc"
     src = {"gguf_sha256": "abc"}
-    assert M._verified_dir("t", final, src, build, "m") == final and len(builds) == 1
-    M._verified_dir("t", final, src, build, "m")
+    assert C.verified_dir("t", final, src, build, "m") == final and len(builds) == 1
+    C.verified_dir("t", final, src, build, "m")
     assert len(builds) == 1  # verified, reused
     for fault in ("overwrite", "truncate", "no-manifest", "extra-file"):
         if fault == "overwrite":
@@ -75,16 +77,16 @@ def test_verified_dir_rebuilds_a_corrupted_truncated_or_unfinished_cache(cache):
             with open(final / "weights.bin", "r+b") as f:
                 f.truncate(10)
         elif fault == "no-manifest":
-            (final / M.MANIFEST).unlink()
+            (final / C.MANIFEST).unlink()
         else:
             (final / "planted.py").write_text("print('hi')")
         with pytest.warns(UserWarning, match="rebuilding"):
-            M._verified_dir("t", final, src, build, "m")
+            C.verified_dir("t", final, src, build, "m")
         assert (final / "weights.bin").read_bytes() == b"w" * 4096 and not (final / "planted.py").exists()
     assert len(builds) == 5
     # a cache built from another source is not this model's
     with pytest.warns(UserWarning, match="built from"):
-        M._verified_dir("t", final, {"gguf_sha256": "other"}, build, "m")
+        C.verified_dir("t", final, {"gguf_sha256": "other"}, build, "m")
 
 
 def test_an_interrupted_build_leaves_no_temp_directory_behind(cache):
@@ -95,11 +97,11 @@ def test_an_interrupted_build_leaves_no_temp_directory_behind(cache):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        M._verified_dir("t", final, {}, crash, "m")
+        C.verified_dir("t", final, {}, crash, "m")
     assert not final.exists() and [p.name for p in final.parent.iterdir()] == []
     stale = final.parent / f".{final.name}.dead"  # a SIGKILLed build's leftover
     stale.mkdir()
-    M._verified_dir("t", final, {}, lambda tmp: (tmp / "a").write_text("1"), "m")
+    C.verified_dir("t", final, {}, lambda tmp: (tmp / "a").write_text("1"), "m")
     assert not stale.exists() and final.exists()
 
 
@@ -109,16 +111,16 @@ def test_multi_part_file_is_reverified_on_every_use(cache, dists):
     sha = hashlib.sha256(b"".join(parts.values())).hexdigest()
     spec = ModelSpec(source="bundled", format="gguf", sha256=sha,
                      files=[{"dist": "fake-weights", "path": "pk/p0.bin"}, {"dist": "fake-weights", "path": "pk/p1.bin"}])
-    out = M._assemble("fake", spec)
+    out = SRC._assemble("fake", spec)
     assert out.read_bytes() == b"".join(parts.values())
     with open(out, "r+b") as f:
         f.write(b"CORRUPT")
     with pytest.warns(UserWarning, match="does not match its sha256"):
-        out2 = M._assemble("fake", spec)
+        out2 = SRC._assemble("fake", spec)
     assert out2.read_bytes() == b"".join(parts.values())
     bad = spec.model_copy(update={"sha256": "0" * 64})
     with pytest.raises(M.ModelUnavailableError, match="expected 0000"):
-        M._assemble("fake", bad)
+        SRC._assemble("fake", bad)
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())
 
 
@@ -127,7 +129,7 @@ def test_hf_dir_hashes_every_file(dists):
     fake_dist(dists, "fake-encoder", files)
     d = dists / "pk/model"
     spec = ModelSpec(source="bundled", format="hf_dir", checked_file="model.safetensors",
-                     sha256=hashlib.sha256(b"weights").hexdigest(), tree_sha256=M.tree_sha256(d),
+                     sha256=hashlib.sha256(b"weights").hexdigest(), tree_sha256=C.tree_sha256(d),
                      files=[{"dist": "fake-encoder", "path": "pk/model"}])
     assert M.resolve_weights("enc", spec)[0] == str(d)
     (d / "config.json").write_text('{"num_hidden_layers": 3}')  # an edited config must not load
@@ -140,7 +142,7 @@ def test_unwritable_cache_names_the_variable(tmp_path, monkeypatch):
     blocker.write_text("not a directory")  # a cache path under a file cannot be created, even by root
     monkeypatch.setenv("ATTENDOME_CACHE", str(blocker / "cache"))
     with pytest.raises(M.ModelUnavailableError, match="ATTENDOME_CACHE"):
-        with M._cache_lock("x"):
+        with C.cache_lock("x"):
             pass
 
 

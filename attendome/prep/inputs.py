@@ -8,6 +8,7 @@ from typing import Callable
 import pandas as pd
 
 from attendome.core.params import Params
+from attendome.core.sources import origin
 
 __all__ = ["encoder_key", "tokenizers_in_play", "load_encoder", "corpus_manifest"]
 
@@ -23,8 +24,8 @@ def tokenizers_in_play(params: Params, load_tokenizer: Callable) -> dict:
     A ``random_init`` model shares its base's tokenizer, which is loaded once (under the base's key).
     """
     toks = {}
-    for key, spec in params.models.items():
-        src = spec.base if spec.source == "random_init" else key
+    for key in params.models:
+        src = origin(key, params)[0]
         if src not in toks:
             toks[src] = load_tokenizer(src, params)
     enc = encoder_key(params)
@@ -40,9 +41,7 @@ def tokenizers_in_play(params: Params, load_tokenizer: Callable) -> dict:
 
 def load_encoder(params: Params):
     """Load the feature encoder as a :class:`~attendome.core.models.LoadedModel`."""
-    from attendome.core.models import load_model, params_for_name
-
-    from attendome.core.models import check_params_against_config
+    from attendome.core.models import check_params_against_config, load_model, params_for_name
 
     enc = encoder_key(params)
     key, p = (enc, params) if enc in params.catalog else params_for_name(params, enc, device="cpu")
@@ -53,7 +52,7 @@ def load_encoder(params: Params):
 def corpus_manifest(params: Params, prompts: pd.DataFrame, kept: pd.DataFrame, segments: pd.DataFrame,
                     dropped: dict, tokenizers: list[str]) -> dict:
     """Counts, hashes and settings of the corpus (``data/corpus/manifest.json``)."""
-    from attendome.clone.corpus import text_sha256
+    from attendome.prep.corpus import text_sha256
 
     out = {"settings": params.corpus.model_dump(), "tokenizers_in_play": tokenizers,
            "prompts_built": len(prompts), "prompts_kept": len(kept), "dropped": dropped,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from attendome.clone.cloner import SegmentData, train_cloner
+from attendome.clone.data import SegmentData
+from attendome.clone.model import train_cloner
 from attendome.core.params import TrainParams
 from attendome.core.tracking import track_run
-from tests.test_phase1_unit import synthetic_data
+from tests.unit.test_phase1 import synthetic_data
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +93,7 @@ def test_sigterm_marks_the_run_killed(server, tmp_path):
         "    assert tr.active\n"
         "    print('ready', flush=True)\n"
         "    time.sleep(60)\n")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=server, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, MLFLOW_TRACKING_URI=server, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(15)

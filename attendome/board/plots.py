@@ -48,7 +48,7 @@ def leaderboard_plots(params, board: dict, universal: pd.DataFrame, meta: pd.Dat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from attendome.space.baselines import pca
+    from attendome.core.linalg import pca
 
     outdir = Path(outdir)
     types = board["types"]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import require_dist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _py(code: str, cwd: Path, **env) -> subprocess.CompletedProcess:

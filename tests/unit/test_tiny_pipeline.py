@@ -3,7 +3,7 @@ pipeline (probe -> hooks -> scorers -> table -> labels) must find exactly those 
 
 import pytest
 
-from attendome.atlas.summary import label_scores
+from attendome.atlas.labels import label_scores
 from attendome.dataset import InductionHeadClassifier
 from attendome.dataset.classifier import wrap_model
 from attendome.atlas.score import score_model

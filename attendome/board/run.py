@@ -22,9 +22,9 @@ import pandas as pd
 
 from attendome.core.io import read_json, read_parquet, write_json, write_parquet
 from attendome.core.params import Params
-from attendome.space.leaderboard import (SCOPES, bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
-                                         lomo_classification, permutation_null_map, retrieval_queries,
-                                         summarise_queries)
+from attendome.board.metrics import (bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
+                                     lomo_classification, permutation_null_map, retrieval_queries, SCOPES,
+                                     summarise_queries)
 
 __all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "method_metrics", "run_leaderboard"]
 
@@ -40,7 +40,7 @@ def head_meta(params: Params, index: pd.DataFrame, atlas: pd.DataFrame) -> pd.Da
     """Per head: ``model, layer, head, family, control`` and ``label_<type>`` for every atlas type."""
     meta = index[HEAD].reset_index(drop=True).copy()
     meta["family"] = [params.models[m].family or m for m in meta.model]
-    meta["control"] = [params.models[m].source == "random_init" for m in meta.model]
+    meta["control"] = [params.is_control(m) for m in meta.model]
     labels = atlas.pivot_table(index=HEAD, columns="score_name", values="label", aggfunc="first")
     labels = labels.reindex(pd.MultiIndex.from_frame(meta[HEAD])).add_prefix("label_").reset_index(drop=True)
     return pd.concat([meta, labels], axis=1)
@@ -208,7 +208,7 @@ def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -
                   "universal_over_cloner": _r(ratio),
                   "cloner_over_positional": _r(cm["model"].mean() / cm["positional"].iloc[0]),
                   "universal_over_positional": _r(um["model"].mean() / um["positional"].iloc[0]),
-                  "control": params.models[m].source == "random_init"}
+                  "control": params.is_control(m)}
     return out
 
 
@@ -321,7 +321,7 @@ def method_metrics(board: dict) -> dict[str, dict]:
 
 def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> dict:
     """Score every method (see module docstring); write metrics, per-query table, outliers, plots."""
-    from attendome.space.plots import leaderboard_plots
+    from attendome.board.plots import leaderboard_plots
 
     lp = params.leaderboard
     atlas = read_parquet(f"{root}/data/atlas.parquet")

@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import make_pipeline_repo
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_MODELS = ["smollm2-135m", "minilm-l6"]
 
 

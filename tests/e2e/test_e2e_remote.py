@@ -20,7 +20,7 @@ import yaml
 from tests.conftest import make_pipeline_repo
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGE = "heads@minilm-l6"
 
 

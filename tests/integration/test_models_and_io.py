@@ -8,7 +8,8 @@ from tests.conftest import require_dist
 
 from attendome.dataset import classify_scores
 from attendome.core.io import atomic_path, read_json, read_parquet, write_json
-from attendome.core.models import ModelUnavailableError, resolve_weights
+from attendome.core.models import ModelUnavailableError
+from attendome.core.sources import resolve_weights
 from attendome.core.params import ModelSpec
 from attendome.atlas.scorers import validate_scores
 
