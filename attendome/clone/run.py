@@ -18,7 +18,7 @@ from attendome.prep.corpus import check_disjoint
 from attendome.core.io import load_tensors, save_tensors
 from attendome.prep.store import load_attention
 from attendome.clone.summary import plot_training, summarise_heads
-from attendome.clone.training import seed_for
+from attendome.clone.training import seed_for, torch_threads
 from attendome.core.io import read_parquet, write_json, write_parquet
 from attendome.core.params import Params
 
@@ -87,6 +87,12 @@ def _per_head(per: pd.DataFrame, key: str, n_heads: int, seed_index: int) -> pd.
 
 
 def run_clone(key: str, params: Params, progress: bool = True) -> dict:
+    """:func:`_run_clone` on the fixed thread count of its params (:func:`~attendome.clone.training.torch_threads`)."""
+    with torch_threads(params.clone.threads):
+        return _run_clone(key, params, progress)
+
+
+def _run_clone(key: str, params: Params, progress: bool = True) -> dict:
     """Train, evaluate, save and track the cloners of model ``key`` (the ``clone`` stage).
 
     Writes ``models/cloners/<key>.safetensors`` (every replicate's parameters ``s<i>.<name>`` and the

@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -40,6 +41,23 @@ def seed_for(key: str, seed: int, replicate: int = 0) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """Run the block on exactly ``n`` torch CPU threads (restored afterwards).
+
+    Training and evaluation run inside it with the thread count of their params (``clone.threads``,
+    ``embed.threads``), never the machine's: torch splits large reductions into one chunk per thread,
+    so the summation order, and with it the last bits of every number, follows the thread count.
+    With it, a 2-core laptop and a 16-core server write the same bytes.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(old)
+
+
 @dataclass
 class FitResult:
     """What a training run did.
@@ -48,7 +66,9 @@ class FitResult:
         best_epoch: 0-based epoch whose parameters were kept (lowest validation KL).
         best_val: its validation KL.
         epochs_run: epochs trained (< max when stopped early).
-        history: per epoch ``{epoch, train_kl, val_kl, lr, grad_norm, seconds}``.
+        history: per epoch ``{epoch, train_kl, val_kl, lr, grad_norm}`` (no wall-clock time: the
+            history is written into DVC outputs, which must be the same bytes on every run; the
+            seconds per epoch go to MLflow only, as ``epoch_seconds``).
     """
 
     best_epoch: int
@@ -129,11 +149,11 @@ def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Gener
             kl_sum, n_rows = kl_sum + s, n_rows + n
         val = float(validate())
         rec = {"epoch": epoch, "train_kl": kl_sum / max(n_rows, 1), "val_kl": val, "lr": lr,
-               "grad_norm": float(np.mean(norms)) if norms else 0.0, "seconds": time.perf_counter() - t0}
+               "grad_norm": float(np.mean(norms)) if norms else 0.0}
         history.append(rec)
         if tracker is not None:
-            tracker.log_metrics({f"{log_prefix}{k}": v for k, v in rec.items() if k not in ("epoch", "seconds")},
-                                step=epoch)
+            logged = {k: v for k, v in rec.items() if k != "epoch"} | {"epoch_seconds": time.perf_counter() - t0}
+            tracker.log_metrics({f"{log_prefix}{k}": v for k, v in logged.items()}, step=epoch)
         bar.set_postfix(val_kl=f"{val:.4f}")
         if val < best[0]:
             improved = val < best[0] * (1 - tp.min_delta)  # enough to reset the patience

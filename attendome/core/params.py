@@ -8,9 +8,10 @@ falls back to a default.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,6 +36,7 @@ __all__ = [
     "parse_params",
     "find_params",
     "packaged_params_path",
+    "defaults",
 ]
 
 Pos = Annotated[int, Field(ge=1)]  # a count: at least 1
@@ -58,6 +60,26 @@ def _at_most_word_list(v: int) -> int:
     return v
 
 
+def packaged_params_path() -> Path:
+    """The default ``params.yaml`` shipped inside the package: a symbolic link to the repository's
+    ``params.yaml`` (wheels carry the file itself), so there is one file of defaults, never a copy."""
+    return Path(__file__).resolve().parents[1] / "defaults" / "params.yaml"
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """The packaged ``params.yaml``, read once: the only home of every default number."""
+    return yaml.safe_load(packaged_params_path().read_text()) or {}
+
+
+def defaults(*section: str) -> dict[str, Any]:
+    """A section of the packaged defaults (e.g. ``defaults("heads", "probe")``); ``{}`` where absent."""
+    node: Any = _defaults()
+    for key in section:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return dict(node) if isinstance(node, dict) else {}
+
+
 class ParamsError(ValueError):
     """Raised for invalid ``params.yaml`` content; the message names the offending key."""
 
@@ -78,6 +100,20 @@ def _numeric(annotation) -> bool:
 class _Frozen(BaseModel):
     # frozen, unknown keys refused, no NaN/inf anywhere a float is read
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # where this object's defaults live in the packaged params.yaml (() = no defaults: all required)
+    _section: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        """Keys left out take their value from the packaged ``params.yaml`` (:func:`defaults`): the
+        fields below declare types and ranges, never a number of their own."""
+        if cls._section and isinstance(data, dict):
+            base = defaults(*cls._section)
+            data = {**{k: v for k, v in base.items() if k in cls.model_fields and k not in data}, **data}
+        elif cls._section and data is None:
+            data = {k: v for k, v in defaults(*cls._section).items() if k in cls.model_fields}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -175,10 +211,12 @@ class ProbeParams(_Frozen):
     tokenizer has one). The seed used 2048 sequences (the GPU setting); the CPU default is smaller.
     """
 
-    num_samples: Pos = Field(64, description="Number of random sequences.")
-    seq_len: int = Field(50, description="Length L of the random half; total length 2L (+1 BOS).")
-    batch_size: Pos = Field(16, description="Sequences per forward pass.")
-    seed: NonNeg = Field(0, description="Seed of the random token draw.")
+    _section: ClassVar[tuple[str, ...]] = ("heads", "probe")
+
+    num_samples: Pos = Field(description="Number of random sequences.")
+    seq_len: int = Field(description="Length L of the random half; total length 2L (+1 BOS).")
+    batch_size: Pos = Field(description="Sequences per forward pass.")
+    seed: NonNeg = Field(description="Seed of the random token draw.")
 
     @field_validator("seq_len")
     @classmethod
@@ -204,14 +242,16 @@ class Threshold(_Frozen):
 class RetrievalParams(_Frozen):
     """Needle-in-a-haystack probe for retrieval heads (Wu et al. 2024)."""
 
-    context_lengths: _nonempty(Annotated[int, Field(ge=32)]) = (256, 512)  # tokens, >= 32
-    depths: _nonempty(Fraction) = (0.1, 0.5, 0.9)  # needle position as a fraction of the context
-    needles_per_cell: Pos = 2
-    needle_words: Pos = 6
-    max_new_tokens: Pos = 12
-    memory_efficient: bool = Field(True, description="prefill the haystack with sdpa and form attention "
+    _section: ClassVar[tuple[str, ...]] = ("heads", "retrieval")
+
+    context_lengths: _nonempty(Annotated[int, Field(ge=32)])  # tokens, >= 32
+    depths: _nonempty(Fraction)  # needle position as a fraction of the context
+    needles_per_cell: Pos
+    needle_words: Pos
+    max_new_tokens: Pos
+    memory_efficient: bool = Field(description="prefill the haystack with sdpa and form attention "
                                    "probabilities only for the scored query rows (memory linear in the context)")
-    seed: NonNeg = 0
+    seed: NonNeg
 
     _words = field_validator("needle_words")(classmethod(lambda cls, v: _at_most_word_list(v)))
 
@@ -219,9 +259,11 @@ class RetrievalParams(_Frozen):
 class HeadsParams(_Frozen):
     """Settings of the ``heads`` stage: which scorers run and on which probe."""
 
-    scorers: _nonempty(str) = ("induction", "previous_token", "duplicate_token")
-    probe: ProbeParams = ProbeParams()
-    retrieval: RetrievalParams = RetrievalParams()
+    _section: ClassVar[tuple[str, ...]] = ("heads",)
+
+    scorers: _nonempty(str)
+    probe: ProbeParams
+    retrieval: RetrievalParams
 
     @field_validator("scorers")
     @classmethod
@@ -237,9 +279,11 @@ class HeadsParams(_Frozen):
 class AtlasParams(_Frozen):
     """Settings of the ``atlas`` stage."""
 
-    top_k: Pos = 10
-    percentiles: tuple[float, ...] = (5, 25, 50, 75, 95, 99)
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    _section: ClassVar[tuple[str, ...]] = ("atlas",)
+
+    top_k: Pos
+    percentiles: tuple[float, ...]
+    thresholds: dict[str, Threshold]
 
     @field_validator("percentiles")
     @classmethod
@@ -252,19 +296,21 @@ class AtlasParams(_Frozen):
 class CorpusParams(_Frozen):
     """Prompt sets for Phase 1/2 (see :mod:`attendome.prep.corpus`)."""
 
-    source: Literal["pydoc", "files", "hf"] = "pydoc"
+    _section: ClassVar[tuple[str, ...]] = ("corpus",)
+
+    source: Literal["pydoc", "files", "hf"]
     files: tuple[str, ...] = ()
     hf_dataset: dict[str, str] | None = None
-    prompt_words: Pos = 24
-    max_prompts_per_doc: Pos = 3
-    n_generated: NonNeg = 48
-    generated_words: Pos = 10
-    held_out_fraction: float = 0.25
-    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Of the training documents, the share set "
+    prompt_words: Pos
+    max_prompts_per_doc: Pos
+    n_generated: NonNeg
+    generated_words: Pos
+    held_out_fraction: float
+    val_fraction: float = Field(gt=0.0, lt=1.0, description="Of the training documents, the share set "
                                 "aside as the validation split (early stopping, model selection).")
-    max_tokens: Pos = 128
-    min_segments: Pos = 6
-    seed: NonNeg = 0
+    max_tokens: Pos
+    min_segments: Pos
+    seed: NonNeg
 
     _gen_words = field_validator("generated_words")(classmethod(lambda cls, v: _at_most_word_list(v)))
 
@@ -287,8 +333,10 @@ class CorpusParams(_Frozen):
 class FeaturesParams(_Frozen):
     """The frozen sentence encoder whose token features feed the cloners."""
 
-    encoder: str = "mpnet-base-v2"
-    layer: int = Field(-1, description="hidden-state layer (-1 = last; 0 = embeddings); checked against the "
+    _section: ClassVar[tuple[str, ...]] = ("features",)
+
+    encoder: str
+    layer: int = Field(description="hidden-state layer (-1 = last; 0 = embeddings); checked against the "
                        "encoder's depth once its config is read, before the weights load")
 
 
@@ -302,25 +350,29 @@ class TrainParams(_Frozen):
     the model key give the spread of every number.
     """
 
-    rank: Pos = 16
-    position_dims: int = 32
-    feature_dims: Pos = 64
-    max_offset: Pos = 16
-    prev_keys: bool = Field(True, description="keys also see the previous segment's features (induction motif)")
-    position_components: NonNeg = Field(8, description="P: principal components of the heads' log positional "
+    _section: ClassVar[tuple[str, ...]] = ("clone",)
+
+    rank: Pos
+    position_dims: int
+    feature_dims: Pos
+    max_offset: Pos
+    prev_keys: bool = Field(description="keys also see the previous segment's features (induction motif)")
+    position_components: NonNeg = Field(description="P: principal components of the heads' log positional "
                                         "patterns that code the absolute-position bias (0: none)")
-    position_eps: float = Field(1e-3, gt=0, description="added to positional patterns before the log")
-    epochs: Pos = 30
-    lr: float = Field(0.01, gt=0)
-    batch_prompts: Pos = 16
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    warmup_epochs: float = Field(1.0, ge=0)
-    min_lr_frac: float = Field(0.05, ge=0, le=1)
-    patience: Pos = 5
-    min_delta: float = Field(0.001, ge=0, lt=1, description="relative validation improvement that resets the patience")
-    n_seeds: Pos = 3
-    seed: NonNeg = 0
+    position_eps: float = Field(gt=0, description="added to positional patterns before the log")
+    epochs: Pos
+    lr: float = Field(gt=0)
+    batch_prompts: Pos
+    weight_decay: float = Field(ge=0)
+    grad_clip: float = Field(gt=0)
+    warmup_epochs: float = Field(ge=0)
+    min_lr_frac: float = Field(ge=0, le=1)
+    patience: Pos
+    min_delta: float = Field(ge=0, lt=1, description="relative validation improvement that resets the patience")
+    n_seeds: Pos
+    seed: NonNeg
+    threads: Pos = Field(description="torch CPU threads of training and evaluation, fixed so that the numbers do "
+                         "not depend on the machine's cores (attendome.clone.training.torch_threads)")
 
     @field_validator("position_dims")
     @classmethod
@@ -333,30 +385,33 @@ class TrainParams(_Frozen):
 class EmbedParams(TrainParams):
     """Phase 2: the universal head encoder (training settings as for the cloners, plus these)."""
 
-    dim: Pos = 32
-    heads_per_batch: Pos = 64
-    transfer_model: str | None = None
+    _section: ClassVar[tuple[str, ...]] = ("embed",)
+
+    dim: Pos
+    heads_per_batch: Pos
+    transfer_model: str | None
 
 
 class LeaderboardParams(_Frozen):
     """Phase 2 evaluation settings (see :mod:`attendome.board.metrics`)."""
 
-    ks: _nonempty(Pos) = (1, 5, 10, 20)
-    positive_labels: tuple[str, ...] = ("high", "medium")
-    min_positives: Pos = Field(3, description="a head type is queried when it has at least this many positives ...")
-    min_models: Pos = Field(2, description="... in at least this many (non-control) models")
+    _section: ClassVar[tuple[str, ...]] = ("leaderboard",)
+
+    ks: _nonempty(Pos)
+    positive_labels: tuple[str, ...]
+    min_positives: Pos = Field(description="a head type is queried when it has at least this many positives ...")
+    min_models: Pos = Field(description="... in at least this many (non-control) models")
     mechanisms: tuple[tuple[str, ...], ...] = Field(
-        (("induction", "retrieval", "retrieval_tf"), ("copying", "copying_ov")),
         description="groups of head types that measure one mechanism: the 'scores' baseline leaves out the "
                     "query type's whole group")
-    centering: Literal["global", "model"] = "global"
-    n_boot: Pos = 2000
-    n_permutations: NonNeg = 1000
-    n_permutations_classifier: NonNeg = 50
-    outlier_rule: Literal["robust_z", "percentile"] = "robust_z"
-    outlier_threshold: float = 3.5
-    outlier_min_ratio: float = Field(1.0, gt=0)
-    seed: NonNeg = 0
+    centering: Literal["global", "model"]
+    n_boot: Pos
+    n_permutations: NonNeg
+    n_permutations_classifier: NonNeg
+    outlier_rule: Literal["robust_z", "percentile"]
+    outlier_threshold: float
+    outlier_min_ratio: float = Field(gt=0)
+    seed: NonNeg
 
     @field_validator("ks")
     @classmethod
@@ -381,9 +436,11 @@ class LeaderboardParams(_Frozen):
 class RuntimeParams(_Frozen):
     """How stages use the machine (never what they compute; no stage reruns when these change)."""
 
-    threads: NonNeg = Field(0, description="torch CPU threads per stage; 0 = every core available to the "
+    _section: ClassVar[tuple[str, ...]] = ("runtime",)
+
+    threads: NonNeg = Field(description="torch CPU threads per stage; 0 = every core available to the "
                             "process. Results can differ in the last float bits between thread counts.")
-    attention_batch: Pos = Field(8, description="prompts per forward pass in the attention stages (padded and "
+    attention_batch: Pos = Field(description="prompts per forward pass in the attention stages (padded and "
                                  "masked: the same attention up to float rounding)")
 
 
@@ -398,14 +455,14 @@ class Params(_Frozen):
     catalog: dict[str, ModelSpec]
     models: dict[str, ModelSpec]
     presets: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    heads: HeadsParams = HeadsParams()
-    atlas: AtlasParams = AtlasParams()
-    corpus: CorpusParams = CorpusParams()
-    features: FeaturesParams = FeaturesParams()
-    clone: TrainParams = TrainParams()
-    embed: EmbedParams = EmbedParams()
-    leaderboard: LeaderboardParams = LeaderboardParams()
-    runtime: RuntimeParams = RuntimeParams()
+    heads: HeadsParams = Field(default_factory=HeadsParams)
+    atlas: AtlasParams = Field(default_factory=AtlasParams)
+    corpus: CorpusParams = Field(default_factory=CorpusParams)
+    features: FeaturesParams = Field(default_factory=FeaturesParams)
+    clone: TrainParams = Field(default_factory=TrainParams)
+    embed: EmbedParams = Field(default_factory=EmbedParams)
+    leaderboard: LeaderboardParams = Field(default_factory=LeaderboardParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":
@@ -552,12 +609,6 @@ def read_yaml(path: str | Path) -> Any:
         raise ParamsError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
-
-
-def packaged_params_path() -> Path:
-    """The default ``params.yaml`` shipped inside the package (a copy of the repository's; a test
-    keeps the two identical)."""
-    return Path(__file__).resolve().parents[1] / "defaults" / "params.yaml"
 
 
 def find_params(path: str | Path | None = None) -> tuple[Path, str]:

@@ -14,7 +14,7 @@ from attendome.clone.positional import mean_positional_pattern
 from attendome.clone.run import head_labels, load_split_data
 from attendome.core.io import save_tensors
 from attendome.clone.summary import plot_training, summarise_heads
-from attendome.clone.training import seed_for
+from attendome.clone.training import seed_for, torch_threads
 from attendome.core.io import atomic_path, write_json, write_parquet
 from attendome.core.params import Params
 from attendome.core.tracking import track_run
@@ -79,6 +79,12 @@ def embed_metrics(headline: dict) -> dict:
 
 
 def run_embed(params: Params, progress: bool = True) -> dict:
+    """:func:`_run_embed` on the fixed thread count of its params (:func:`~attendome.clone.training.torch_threads`)."""
+    with torch_threads(params.embed.threads):
+        return _run_embed(params, progress)
+
+
+def _run_embed(params: Params, progress: bool = True) -> dict:
     """Train the universal encoder ``n_seeds`` times, evaluate it, run the transfer test, write outputs.
 
     Writes ``models/universal.safetensors`` (every replicate's parameters ``s<i>.<name>``),

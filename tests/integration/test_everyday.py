@@ -21,10 +21,11 @@ def _py(code: str, cwd: Path, **env) -> subprocess.CompletedProcess:
 
 
 def test_packaged_defaults_are_the_repository_params():
+    # one file of defaults: the packaged params.yaml is a link to the repository's, never a copy
     from attendome.core.params import packaged_params_path
 
-    assert packaged_params_path().read_bytes() == (ROOT / "params.yaml").read_bytes(), (
-        "attendome/defaults/params.yaml must be a copy of params.yaml: cp params.yaml attendome/defaults/params.yaml")
+    assert packaged_params_path().is_symlink(), "attendome/defaults/params.yaml must link to ../../params.yaml"
+    assert packaged_params_path().resolve() == (ROOT / "params.yaml").resolve()
 
 
 def test_unknown_name_fails_fast_listing_the_known_keys(tmp_path):

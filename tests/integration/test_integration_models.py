@@ -10,7 +10,8 @@ from tests.conftest import installed, require_dist
 
 pytestmark = pytest.mark.integration
 
-PROBE = HeadsParams.model_validate({"probe": {"num_samples": 16, "seq_len": 50, "batch_size": 8, "seed": 0}})
+PROBE = HeadsParams.model_validate({"scorers": ["induction", "previous_token", "duplicate_token"],
+                                    "probe": {"num_samples": 16, "seq_len": 50, "batch_size": 8, "seed": 0}})
 
 
 @pytest.fixture(scope="session")

@@ -145,3 +145,35 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     with pytest.raises(ParamsError, match="duplicate key 'scorers'"):
         load_params(path)
     assert ROOT_PARAMS
+
+
+def test_no_pipeline_number_has_a_default_in_code():
+    # params.yaml is the one home of every number: a section's fields declare types and ranges only,
+    # and the values come from the packaged params.yaml (a link to the repository's)
+    import yaml
+    from pydantic_core import PydanticUndefined
+
+    from attendome.core import params as P
+
+    raw = yaml.safe_load(open("params.yaml"))
+    checked = 0
+    for cls in (P.ProbeParams, P.RetrievalParams, P.HeadsParams, P.AtlasParams, P.CorpusParams, P.FeaturesParams,
+                P.TrainParams, P.EmbedParams, P.LeaderboardParams, P.RuntimeParams):
+        node = raw
+        for k in cls._section:
+            node = node[k]
+        for name, f in cls.model_fields.items():
+            if name in node:
+                checked += 1
+                assert f.default is PydanticUndefined and f.default_factory is None, (
+                    f"{cls.__name__}.{name} has a default in code beside params.yaml's {node[name]!r}")
+        assert getattr(cls(), next(iter(node))) is not None  # constructible from the packaged defaults alone
+    assert checked > 60
+
+
+def test_code_defaults_are_the_packaged_params():
+    from attendome.core.params import EmbedParams, TrainParams, load_params
+
+    p = load_params("params.yaml")
+    assert TrainParams() == p.clone and EmbedParams() == p.embed
+    assert TrainParams(rank=7).rank == 7 and TrainParams(rank=7).patience == p.clone.patience

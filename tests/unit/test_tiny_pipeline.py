@@ -22,7 +22,8 @@ def tiny():
 def table(tiny):
     model, tok = tiny
     lm = wrap_model(model, tok, "tiny")
-    params = HeadsParams.model_validate({"probe": {"num_samples": 32, "seq_len": 8, "batch_size": 8, "seed": 1}})
+    params = HeadsParams.model_validate({"scorers": ["induction", "previous_token", "duplicate_token"],
+                                         "probe": {"num_samples": 32, "seq_len": 8, "batch_size": 8, "seed": 1}})
     return label_scores(score_model(lm, params, progress=False), THR)
 
 
