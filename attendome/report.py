@@ -10,7 +10,6 @@ metrics. Numbers are printed as stored; nothing here computes science.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -68,45 +67,89 @@ def _leaderboard(board: dict, ks: list[int]) -> list[str]:
         if any(s is not None for _, _, s in cross):
             out += ["", "mAP cross-family / same-family: " +
                     "; ".join(f"{m} {_f(c)} / {_f(s)}" for m, c, s in cross)]
+        kvc = [(m, per[t]["all"]["map"]) for m, per in board["methods"].items() if per.get(t, {}).get("all")]
+        if kvc and kvc[0][1].get("kv_collapsed"):
+            out += ["", "mAP [95 % CI by (model, layer, KV group) cluster] / with each KV group's queries collapsed "
+                        f"into one ({kvc[0][1]['kv_collapsed']['n_groups']} groups): " +
+                    "; ".join(f"{m}{_ci(mp, 'ci95_by_kv_group')} / {_f(mp['kv_collapsed']['mean'])}" for m, mp in kvc)]
+        diffs = board.get("differences", {}).get(t)
+        if diffs:
+            out += [
+                "",
+                "Paired differences of mAP on the same queries (universal − method; 95 % paired bootstrap CI by "
+                "model / by KV cluster; **beats** = the whole by-model CI above 0, **loses** = below 0): "
+                + "; ".join(
+                    f"{name.split('-', 1)[1]} {_f(d['mean'])}{_ci(d)}{_ci(d, 'ci95_by_kv_group')}"
+                    + (
+                        " **beats**"
+                        if d["ci95_by_model"][0] is not None and d["ci95_by_model"][0] > 0
+                        else " **loses**"
+                        if d["ci95_by_model"][1] is not None and d["ci95_by_model"][1] < 0
+                        else ""
+                    )
+                    for name, d in diffs.items()
+                ),
+            ]
         ctrl = [(m, per[t]["controls"]) for m, per in board["methods"].items() if per.get(t, {}).get("controls")]
         if ctrl:
-            out += ["", f"Controls added to the candidates as negatives, share of the top {k} that are random-init "
-                        f"heads (chance {_f(ctrl[0][1]['chance'])}): " +
-                    "; ".join(f"{m} {_f(c.get(f'control_share@{k}'))}" for m, c in ctrl)]
+            out += [
+                "",
+                f"Controls added to the candidates as negatives, share of the top {k} that are random-init "
+                f"heads (chance {_f(ctrl[0][1]['chance'])}): "
+                + "; ".join(f"{m} {_f(c.get(f'control_share@{k}'))}" for m, c in ctrl),
+            ]
         out.append("")
-    out += ["mAP ± spread over replicates, [95 % CI]: two-level bootstrap (models, then query heads within them); "
-            "chance = exact expected AP of a random ranking; null p: permutation of the labels within each model. "
-            f"precision@{k} / recall@{k}: mean (chance). F1: leave-one-model-out logistic regression; AP per held-out "
-            "model: mean (chance = positive share).", ""]
+    out += [
+        "mAP ± spread over replicates, [95 % CI]: two-level bootstrap (models, then query heads within them); "
+        "chance = exact expected AP of a random ranking; null p: permutation of the labels within each model. "
+        f"precision@{k} / recall@{k}: mean (chance). F1: leave-one-model-out logistic regression; AP per held-out "
+        "model: mean (chance = positive share).",
+        "",
+    ]
     return out
 
 
 def _reconstruction(board: dict) -> list[str]:
-    out = ["### Reconstruction of held-out attention (`metrics/leaderboard.json`: reconstruction)", "",
-           "| model | positional | cloner (± sd) | universal (± sd) | cloner / positional | universal / positional | "
-           "universal / cloner |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "### Reconstruction of held-out attention (`metrics/leaderboard.json`: reconstruction)",
+        "",
+        "| model | positional | cloner (± sd) | universal (± sd) | cloner / positional | universal / positional | "
+        "universal / cloner |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m, r in board["reconstruction"].items():
         tag = " (control)" if r.get("control") else ""
-        out.append(f"| {m}{tag} | {_f(r['positional_kl'])} | {_f(r['cloner_kl'])} ± {_f(r['cloner_kl_sd'], 4)} | "
-                   f"{_f(r['universal_kl'])} ± {_f(r['universal_kl_sd'], 4)} | {_f(r['cloner_over_positional'])} | "
-                   f"{_f(r['universal_over_positional'])} | {_f(r['universal_over_cloner'])} |")
-    out += ["", "Row-wise KL(true || predicted) on held-out prompts (documents never seen in training), mean over "
-                "heads, mean ± sd over replicates; lower is better.", ""]
+        out.append(
+            f"| {m}{tag} | {_f(r['positional_kl'])} | {_f(r['cloner_kl'])} ± {_f(r['cloner_kl_sd'], 4)} | "
+            f"{_f(r['universal_kl'])} ± {_f(r['universal_kl_sd'], 4)} | {_f(r['cloner_over_positional'])} | "
+            f"{_f(r['universal_over_positional'])} | {_f(r['universal_over_cloner'])} |"
+        )
+    out += [
+        "",
+        "Row-wise KL(true || predicted) on held-out prompts (documents never seen in training), mean over "
+        "heads, mean ± sd over replicates; lower is better.",
+        "",
+    ]
     tr = board.get("training")
     if tr:
         rises = [v["max_val_rise"] for v in tr["cloner"].values() if v["max_val_rise"] is not None]
-        out += [f"Training curves (epoch chosen on the validation split): largest rise of validation KL above its "
-                f"running minimum {_f(max(rises) if rises else None)} over all cloner replicates, "
-                f"{_f(tr['universal']['max_val_rise'])} for the universal encoder"
-                + (f", {_f(tr['transfer']['max_val_rise'])} for the transfer fits" if tr.get("transfer") else "")
-                + f" (a diverging run shows 1 and more); universal encoder best epochs {tr['universal']['best_epochs']}.",
-                ""]
+        out += [
+            f"Training curves (epoch chosen on the validation split): largest rise of validation KL above its "
+            f"running minimum {_f(max(rises) if rises else None)} over all cloner replicates, "
+            f"{_f(tr['universal']['max_val_rise'])} for the universal encoder"
+            + (f", {_f(tr['transfer']['max_val_rise'])} for the transfer fits" if tr.get("transfer") else "")
+            + f" (a diverging run shows 1 and more); universal encoder best epochs {tr['universal']['best_epochs']}.",
+            "",
+        ]
     t = board.get("transfer")
     if t:
-        out += [f"Transfer (`{t['model']}` left out of training, shared network frozen, only its embeddings fitted "
-                f"with the same update budget per head as joint training, {t['budget_updates_per_head']} updates): "
-                f"held-out KL {_f(t['heldout_kl'])} ± {_f(t['heldout_kl_sd'], 4)}, vs {_f(t['joint_heldout_kl'])} when "
-                f"trained jointly and {_f(t['positional_kl'])} for its positional baseline.", ""]
+        out += [
+            f"Transfer (`{t['model']}` left out of training, shared network frozen, only its embeddings fitted "
+            f"with the same update budget per head as joint training, {t['budget_updates_per_head']} updates): "
+            f"held-out KL {_f(t['heldout_kl'])} ± {_f(t['heldout_kl_sd'], 4)}, vs {_f(t['joint_heldout_kl'])} when "
+            f"trained jointly and {_f(t['positional_kl'])} for its positional baseline.",
+            "",
+        ]
     return out
 
 
@@ -114,19 +157,31 @@ def _outliers_and_correspondence(board: dict) -> list[str]:
     o, c = board["outliers"], board["correspondence"]
     out = ["### Non-embeddable heads and head correspondence", ""]
     for m, s in o.items():
-        out.append(f"- {m}: {s['n_flagged']} of {s['n_heads']} heads flagged non-embeddable "
-                   f"({s['by_model'] or 'none'}; {s['flagged_with_a_type']} with an atlas type); `data/outliers.parquet`.")
-    out += ["", "| method | heads | mutual nearest neighbour in every other model | in none | mutual pairs of typed "
-                "heads sharing a type (chance) |", "|---|---|---|---|---|"]
+        out.append(
+            f"- {m}: {s['n_flagged']} of {s['n_heads']} heads flagged non-embeddable "
+            f"({s['by_model'] or 'none'}; {s['flagged_with_a_type']} with an atlas type); `data/outliers.parquet`."
+        )
+    out += [
+        "",
+        "| method | heads | mutual nearest neighbour in every other model | in none | mutual pairs of typed "
+        "heads sharing a type (chance) |",
+        "|---|---|---|---|---|",
+    ]
     for m, s in c.items():
-        out.append(f"| {m} | {s['n_heads']} | {s['mutual_in_every_other_model']} | {s['mutual_in_none']} | "
-                   f"{_f(s['mutual_type_agreement'])} ({_f(s['type_agreement_chance'])}), "
-                   f"{s['mutual_typed_pairs']} pairs |")
-    out += ["", "Read the counts against the `random` row: i.i.d. vectors have many mutual nearest neighbours, while "
-                "structured embeddings have hubs (one head is the nearest of many), so fewer mutual pairs is not worse; "
-                "whether mutual pairs share an atlas type is the informative column. Per head and other model: its "
-                "nearest head there, the similarity, mutual or not, and both heads' atlas types: "
-                "`data/correspondence.parquet`.", ""]
+        out.append(
+            f"| {m} | {s['n_heads']} | {s['mutual_in_every_other_model']} | {s['mutual_in_none']} | "
+            f"{_f(s['mutual_type_agreement'])} ({_f(s['type_agreement_chance'])}), "
+            f"{s['mutual_typed_pairs']} pairs |"
+        )
+    out += [
+        "",
+        "Read the counts against the `random` row: i.i.d. vectors have many mutual nearest neighbours, while "
+        "structured embeddings have hubs (one head is the nearest of many), so fewer mutual pairs is not worse; "
+        "whether mutual pairs share an atlas type is the informative column. Per head and other model: its "
+        "nearest head there, the similarity, mutual or not, and both heads' atlas types: "
+        "`data/correspondence.parquet`.",
+        "",
+    ]
     return out
 
 
@@ -135,8 +190,11 @@ def _atlas(heads: dict[str, dict]) -> list[str]:
     types = sorted({t for counts in heads.values() for t in counts})
     out += ["| model | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
     for m, counts in heads.items():
-        out.append(f"| {m} | " + " | ".join(str(counts.get(t, 0)) if counts.get(t, 0) is not None else "n/a"
-                                            for t in types) + " |")
+        out.append(
+            f"| {m} | "
+            + " | ".join(str(counts.get(t, 0)) if counts.get(t, 0) is not None else "n/a" for t in types)
+            + " |"
+        )
     return out + ["", "n/a: the score is undefined for the model (bidirectional encoder, or no unembedding).", ""]
 
 
@@ -145,10 +203,21 @@ def render(root: str | Path = ".") -> str:
     root = Path(root)
     board = read_json(root / "metrics/leaderboard.json")
     heads = board["atlas_positives"]
-    ks = sorted({int(k.split("@")[1]) for t in board["methods"].values() for e in t.values()
-                 for k in e.get("all", {}) if k.startswith("precision@")}) or [10]
-    lines = ["## Current numbers", "",
-             "Generated from the metrics of the last `dvc repro` (`reports/report.md`); plots under `plots/`.", ""]
+    ks = sorted(
+        {
+            int(k.split("@")[1])
+            for t in board["methods"].values()
+            for e in t.values()
+            for k in e.get("all", {})
+            if k.startswith("precision@")
+        }
+    ) or [10]
+    lines = [
+        "## Current numbers",
+        "",
+        "Generated from the metrics of the last `dvc repro` (`reports/report.md`); plots under `plots/`.",
+        "",
+    ]
     lines += _leaderboard(board, ks) + _reconstruction(board) + _outliers_and_correspondence(board) + _atlas(heads)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -175,8 +244,9 @@ def readme_block(readme: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m attendome.report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m attendome.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default="reports/report.md", help="where to write the report")
     ap.add_argument("--readme", default=None, help="also rewrite this README's generated block")
     args = ap.parse_args(argv)

@@ -124,7 +124,8 @@ def bench(shape: str, device: str, samples: int, batch: int, lengths: list[int])
         hay = torch.randint(cfg.vocab_size // 4, 3 * cfg.vocab_size // 4, (n,), generator=g)
         phrase = torch.randint(10, 1000, (6,), generator=g)
         prompt = torch.cat([hay[: n // 2], phrase, hay[n // 2:], torch.tensor([2])])
-        trial = Trial(prompt=prompt, answer=phrase, span=(n // 2, n // 2 + 6), words=("x",), context_length=n, depth=0.5)
+        trial = Trial(prompt=prompt, answer=phrase, span=(n // 2, n // 2 + 6), words=("x",), context_length=n,
+                      depth=0.5)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         _sync(device)

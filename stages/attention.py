@@ -16,7 +16,7 @@ def main() -> None:
     lm = load_model(key, params)
     try:
         maps = segment_attention(lm, prompts, segments, batch=params.runtime.attention_batch)
-        info = dict(model=key, n_layers=lm.n_layers, n_heads=lm.n_heads, causal=lm.is_causal,
+        info = dict(model=key, n_layers=lm.n_layers, n_heads=lm.n_heads, n_kv_heads=lm.n_kv_heads, causal=lm.is_causal,
                     rows="layer * n_heads + head", columns="0 = sink (special tokens), 1 + J = segment J")
     finally:
         lm.release()

@@ -24,7 +24,6 @@ from 1k up to the model's limit (e.g. 4k-50k+) at depths 0 %..100 % in 10 % step
 
 from __future__ import annotations
 
-import json
 import re
 import weakref
 from contextlib import contextmanager
@@ -238,7 +237,8 @@ def _words(text: str) -> list[str]:
 
 
 @torch.no_grad()
-def generation_hits(lm, trial: Trial, max_new_tokens: int, memory_efficient: bool = True) -> tuple[np.ndarray, bool, str]:
+def generation_hits(lm, trial: Trial, max_new_tokens: int,
+                    memory_efficient: bool = True) -> tuple[np.ndarray, bool, str]:
     """Greedy generation with per-step top-1 keys.
 
     With ``memory_efficient`` the prompt but its last token is prefilled with sdpa (no attention
@@ -263,8 +263,9 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int, memory_efficient: boo
         if memory_efficient:
             out = lm.model(input_ids=first, use_cache=True, **{_cache_kw(lm.model): cache})
         else:
-            out = lm.model(input_ids=trial.prompt[None].to(lm.device), use_cache=True,
-                           **{_cache_kw(lm.model): _full_cache()})
+            out = lm.model(
+                input_ids=trial.prompt[None].to(lm.device), use_cache=True, **{_cache_kw(lm.model): _full_cache()}
+            )
         for _ in range(max_new_tokens):
             w = int(out.logits[0, -1].argmax())
             steps.append(cur.clone())
@@ -290,13 +291,25 @@ def _rows(lm, name: str, per_trial: list[np.ndarray], method: str, settings: dic
 
 
 def _settings(rp, trials: list[Trial], **extra) -> dict:
-    return dict(probe="needle_in_haystack", context_lengths=list(rp.context_lengths), depths=list(rp.depths),
-                needles_per_cell=rp.needles_per_cell, needle_words=rp.needle_words, seed=rp.seed,
-                n_trials=len(trials), **extra)
+    return dict(
+        probe="needle_in_haystack",
+        context_lengths=list(rp.context_lengths),
+        depths=list(rp.depths),
+        needles_per_cell=rp.needles_per_cell,
+        needle_words=rp.needle_words,
+        seed=rp.seed,
+        n_trials=len(trials),
+        **extra,
+    )
 
 
-@S.register("retrieval", kind="behaviour", value_range=(0.0, 1.0), causal_only=True,
-            definition="Wu et al. 2024: fraction of generated needle tokens the head copies (top-1) from the needle")
+@S.register(
+    "retrieval",
+    kind="behaviour",
+    value_range=(0.0, 1.0),
+    causal_only=True,
+    definition="Wu et al. 2024: fraction of generated needle tokens the head copies (top-1) from the needle",
+)
 def retrieval(lm, params, progress: bool = True) -> list[dict]:
     """Generation-based retrieval score (the paper's); only trials where the model retrieves count."""
     rp = params.retrieval
@@ -307,19 +320,44 @@ def retrieval(lm, params, progress: bool = True) -> list[dict]:
         outputs.append(text)
         if ok:
             kept.append(scores)
-    settings = _settings(rp, trials, variant="generation", max_new_tokens=rp.max_new_tokens,
-                         n_retrieved=len(kept), success_rule="rouge1_recall>=0.5")
-    return _rows(lm, "retrieval", kept, "probe:needle_generation", settings,
-                 f"model retrieved the needle in 0 of {len(trials)} trials (greedy, ROUGE-1 recall >= 0.5)")
+    settings = _settings(
+        rp,
+        trials,
+        variant="generation",
+        max_new_tokens=rp.max_new_tokens,
+        n_retrieved=len(kept),
+        success_rule="rouge1_recall>=0.5",
+    )
+    return _rows(
+        lm,
+        "retrieval",
+        kept,
+        "probe:needle_generation",
+        settings,
+        f"model retrieved the needle in 0 of {len(trials)} trials (greedy, ROUGE-1 recall >= 0.5)",
+    )
 
 
-@S.register("retrieval_tf", kind="behaviour", value_range=(0.0, 1.0), causal_only=True,
-            definition="teacher-forced retrieval: fraction of answer tokens the head copies (top-1) from the needle")
+@S.register(
+    "retrieval_tf",
+    kind="behaviour",
+    value_range=(0.0, 1.0),
+    causal_only=True,
+    definition="teacher-forced retrieval: fraction of answer tokens the head copies (top-1) from the needle",
+)
 def retrieval_tf(lm, params, progress: bool = True) -> list[dict]:
     """Teacher-forced retrieval score; every trial counts."""
     rp = params.retrieval
     trials = make_trials(lm.tokenizer, rp)
-    per = [teacher_forced_hits(lm, t, rp.memory_efficient)
-           for t in progress_bar(trials, f"{lm.key}: retrieval (teacher-forced)", enabled=progress)]
-    return _rows(lm, "retrieval_tf", per, "probe:needle_teacher_forced",
-                 _settings(rp, trials, variant="teacher_forced"), "no trials")
+    per = [
+        teacher_forced_hits(lm, t, rp.memory_efficient)
+        for t in progress_bar(trials, f"{lm.key}: retrieval (teacher-forced)", enabled=progress)
+    ]
+    return _rows(
+        lm,
+        "retrieval_tf",
+        per,
+        "probe:needle_teacher_forced",
+        _settings(rp, trials, variant="teacher_forced"),
+        "no trials",
+    )

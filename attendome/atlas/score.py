@@ -9,8 +9,6 @@ a reason, never zeros.
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from typing import Sequence

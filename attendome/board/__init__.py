@@ -4,6 +4,7 @@ Owns: the metrics (:mod:`.metrics`: retrieval@k, AP, bootstrap CIs, permutation 
 classification, outliers, correspondence), the stage body (:mod:`.run`, stage ``leaderboard``)
 and its figures (:mod:`.plots`).
 
-May import: :mod:`attendome.core`, :mod:`attendome.space`. Must not import: ``atlas``, ``clone``
+May import: :mod:`attendome.core`, :mod:`attendome.prep` (the attention file header),
+:mod:`attendome.space`. Must not import: ``atlas``, ``clone``
 (the leaderboard reads their outputs, not their code), ``dataset``, ``stage``.
 """

@@ -117,7 +117,9 @@ def leaderboard_plots(params, board: dict, universal: pd.DataFrame, meta: pd.Dat
 
     sub = errors[(errors.kind == "all") & (errors.metric == "kl") & errors.method.isin(["model", "positional"])]
     sub = sub.assign(method=sub.method.replace({"model": "predicted"}))  # 'model' is also a column
-    wide = sub.pivot_table(index=["model", "layer", "head"], columns="method", values="value", aggfunc="mean").reset_index()
+    wide = sub.pivot_table(
+        index=["model", "layer", "head"], columns="method", values="value", aggfunc="mean"
+    ).reset_index()
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * wide.model.nunique() + 2), 4))
     flagged = set(map(tuple, outliers[outliers.method == "universal"][["model", "layer", "head"]].to_numpy()))
     for i, (m, g) in enumerate(wide.groupby("model", sort=False)):
@@ -136,8 +138,9 @@ def leaderboard_plots(params, board: dict, universal: pd.DataFrame, meta: pd.Dat
     fig.tight_layout()
     _save(fig, outdir / "outliers.png")
 
-    u = meta[["model", "layer", "head"]].merge(universal[universal.seed == universal.seed.min()],
-                                              on=["model", "layer", "head"], how="left")
+    u = meta[["model", "layer", "head"]].merge(
+        universal[universal.seed == universal.seed.min()], on=["model", "layer", "head"], how="left"
+    )
     X = u[[c for c in u.columns if c.startswith("e_")]].to_numpy(dtype=float)
     P = pca(X, 2)
     t = _primary_type(meta, params.leaderboard.positive_labels)

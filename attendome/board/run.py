@@ -22,13 +22,17 @@ import pandas as pd
 
 from attendome.core.io import read_json, read_parquet, write_json, write_parquet
 from attendome.core.params import Params
+from attendome.prep.store import load_attention_info
 from attendome.board.metrics import (bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
                                      lomo_classification, permutation_null_map, retrieval_queries, SCOPES,
                                      summarise_queries)
 
-__all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "method_metrics", "run_leaderboard"]
+__all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "paired_differences", "method_metrics",
+           "run_leaderboard"]
 
-METHODS = ("universal", "cloner", "rsa", "scores", "random")
+# every embedding method the leaderboard scores: learned (universal, cloner), a non-learned similarity
+# (rsa), hand-crafted (scores), trivial (depth, depth_stats: what a learned space must beat) and chance
+METHODS = ("universal", "cloner", "rsa", "scores", "depth", "depth_stats", "random")
 HEAD = ["model", "layer", "head"]
 
 
@@ -36,11 +40,22 @@ def _r(x, n=4):
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), n)
 
 
-def head_meta(params: Params, index: pd.DataFrame, atlas: pd.DataFrame) -> pd.DataFrame:
-    """Per head: ``model, layer, head, family, control`` and ``label_<type>`` for every atlas type."""
+def head_meta(params: Params, index: pd.DataFrame, atlas: pd.DataFrame, kv: dict[str, tuple[int, int]] | None = None
+              ) -> pd.DataFrame:
+    """Per head: ``model, layer, head, family, control, cluster`` and ``label_<type>`` for every atlas type.
+
+    ``cluster`` is the head's (model, layer, KV group): the query heads of one grouped-query group
+    share their keys and values and are near-duplicates, so the bootstrap resamples them together.
+    ``kv`` gives ``{model: (n_heads, n_kv_heads)}``; without it every head is its own group.
+    """
     meta = index[HEAD].reset_index(drop=True).copy()
     meta["family"] = [params.models[m].family or m for m in meta.model]
     meta["control"] = [params.is_control(m) for m in meta.model]
+    kv = kv or {}
+    meta["cluster"] = [
+        f"{r.model}|{r.layer}|{r.head // max(kv.get(r.model, (1, 1))[0] // kv.get(r.model, (1, 1))[1], 1)}"
+        for r in meta.itertuples()
+    ]
     labels = atlas.pivot_table(index=HEAD, columns="score_name", values="label", aggfunc="first")
     labels = labels.reindex(pd.MultiIndex.from_frame(meta[HEAD])).add_prefix("label_").reset_index(drop=True)
     return pd.concat([meta, labels], axis=1)
@@ -55,14 +70,18 @@ def qualifying_types(meta: pd.DataFrame, lp) -> dict[str, dict]:
     out = {}
     real = meta[~meta.control]
     for col in [c for c in meta.columns if c.startswith("label_")]:
-        t = col[len("label_"):]
+        t = col[len("label_") :]
         lab = real[col].astype("string")
         pool = real[lab.notna() & (lab != "n/a")]
         pos = pool[pool[col].isin(lp.positive_labels)]
         by_model = pos.groupby("model").size().to_dict()
         if sum(v >= lp.min_positives for v in by_model.values()) >= lp.min_models:
-            out[t] = {"positives_by_model": {k: int(v) for k, v in by_model.items()}, "n_pool": int(len(pool)),
-                      "n_positive": int(len(pos)), "pool_models": sorted(pool.model.unique())}
+            out[t] = {
+                "positives_by_model": {k: int(v) for k, v in by_model.items()},
+                "n_pool": int(len(pool)),
+                "n_positive": int(len(pos)),
+                "pool_models": sorted(pool.model.unique()),
+            }
     return out
 
 
@@ -90,12 +109,13 @@ def _columns(table: pd.DataFrame, method: str, typ: str, mechanisms) -> list[str
     if method != "scores":
         return cols
     group = next((set(g) for g in mechanisms if typ in g), {typ})
-    return [c for c in cols if c[len("e_"):] not in group]
+    return [c for c in cols if c[len("e_") :] not in group]
 
 
 def _label_str(row: pd.Series, positive) -> str:
-    return ",".join(f"{c[len('label_'):]}:{row[c]}" for c in row.index
-                    if c.startswith("label_") and row[c] in positive)
+    return ",".join(
+        f"{c[len('label_') :]}:{row[c]}" for c in row.index if c.startswith("label_") and row[c] in positive
+    )
 
 
 def _control_share(X: np.ndarray, meta: pd.DataFrame, pool: np.ndarray, y: np.ndarray, ks) -> dict:
@@ -118,8 +138,9 @@ def _control_share(X: np.ndarray, meta: pd.DataFrame, pool: np.ndarray, y: np.nd
     return {**{f"control_share@{k}": _r(np.mean(v)) for k, v in res.items()}, "chance": _r(np.mean(chance))}
 
 
-def _score_method(method: str, table: pd.DataFrame, meta: pd.DataFrame, types: dict, params: Params,
-                  progress: bool) -> tuple[list[pd.DataFrame], dict]:
+def _score_method(
+    method: str, table: pd.DataFrame, meta: pd.DataFrame, types: dict, params: Params, progress: bool
+) -> tuple[list[pd.DataFrame], dict]:
     lp = params.leaderboard
     model = meta.model.to_numpy()
     family = meta.family.to_numpy()
@@ -141,8 +162,9 @@ def _score_method(method: str, table: pd.DataFrame, meta: pd.DataFrame, types: d
                 q.insert(1, "head_type", typ)
                 q.insert(2, "seed", int(seed))
                 queries.append(q)
-            c = lomo_classification(X[pool], model[pool], y[pool], lp.n_permutations_classifier if seed == 0 else 0,
-                                    lp.seed)
+            c = lomo_classification(
+                X[pool], model[pool], y[pool], lp.n_permutations_classifier if seed == 0 else 0, lp.seed
+            )
             cls.setdefault(typ, []).append(c)
             if seed == 0:
                 nulls[typ] = permutation_null_map(X[pool], model[pool], y[pool], lp.n_permutations, lp.seed)
@@ -150,8 +172,12 @@ def _score_method(method: str, table: pd.DataFrame, meta: pd.DataFrame, types: d
     return queries, {"classification": cls, "nulls": nulls, "controls": controls}
 
 
-def _aggregate(q: pd.DataFrame, ks, lp) -> dict:
-    """Per scope: summary of per-query metrics averaged over replicates, plus the replicate spread."""
+def _aggregate(q: pd.DataFrame, ks, lp, cluster: pd.DataFrame | None = None) -> dict:
+    """Per scope: summary of per-query metrics averaged over replicates, plus the replicate spread.
+
+    With ``cluster`` (``model, layer, head, cluster``), the mAP also gets a CI from the two-level
+    bootstrap over (model, layer, KV group) clusters and the mAP with each cluster's queries
+    collapsed into one (``kv_collapsed``: the mean over clusters of their mean AP)."""
     out = {}
     num = [c for c in q.columns if c not in HEAD + ["method", "head_type", "seed", "scope"]]
     for scope in SCOPES:
@@ -160,6 +186,11 @@ def _aggregate(q: pd.DataFrame, ks, lp) -> dict:
             continue
         per_q = s.groupby(HEAD, sort=True)[num].mean().reset_index()
         summ = summarise_queries(per_q, per_q.model.to_numpy(), ks, lp.n_boot, lp.seed)
+        if cluster is not None:
+            cl = per_q.merge(cluster, on=HEAD, how="left")["cluster"].to_numpy()
+            summ["map"]["ci95_by_kv_group"] = [_r(x) for x in bootstrap_ci(per_q.ap.to_numpy(), cl, lp.n_boot, lp.seed)]
+            collapsed = per_q.assign(cluster=cl).groupby("cluster")["ap"].mean()
+            summ["map"]["kv_collapsed"] = {"mean": _r(collapsed.mean()), "n_groups": int(len(collapsed))}
         seed_means = s.groupby("seed")["ap"].mean()
         summ["map"]["seed_sd"] = _r(seed_means.std(ddof=1)) if len(seed_means) > 1 else None
         summ["map"]["n_seeds"] = int(len(seed_means))
@@ -171,20 +202,32 @@ def _classification(cls: list[dict]) -> dict:
     """Mean over replicates of the LOMO classification results; the permutation null of replicate 0."""
     f1 = np.array([c["f1"] for c in cls])
     models = sorted({m for c in cls for m in c["ap_by_model"]})
-    ap = {m: {"ap": _r(np.mean([c["ap_by_model"][m]["ap"] for c in cls if m in c["ap_by_model"]])),
-              "chance": _r(cls[0]["ap_by_model"][m]["chance"]) if m in cls[0]["ap_by_model"] else None,
-              "n_positive": cls[0]["ap_by_model"].get(m, {}).get("n_positive")} for m in models}
+    ap = {
+        m: {
+            "ap": _r(np.mean([c["ap_by_model"][m]["ap"] for c in cls if m in c["ap_by_model"]])),
+            "chance": _r(cls[0]["ap_by_model"][m]["chance"]) if m in cls[0]["ap_by_model"] else None,
+            "n_positive": cls[0]["ap_by_model"].get(m, {}).get("n_positive"),
+        }
+        for m in models
+    }
     mean_ap = np.array([c["mean_ap"] for c in cls if c["mean_ap"] is not None], dtype=float)
-    out = {"f1": _r(f1.mean()), "f1_seed_sd": _r(f1.std(ddof=1)) if len(f1) > 1 else None,
-           "mean_ap": _r(mean_ap.mean()) if len(mean_ap) else None, "mean_ap_chance": cls[0]["mean_ap_chance"],
-           "ap_by_model": ap}
+    out = {
+        "f1": _r(f1.mean()),
+        "f1_seed_sd": _r(f1.std(ddof=1)) if len(f1) > 1 else None,
+        "mean_ap": _r(mean_ap.mean()) if len(mean_ap) else None,
+        "mean_ap_chance": cls[0]["mean_ap_chance"],
+        "ap_by_model": ap,
+    }
     n0 = cls[0].get("null")
     if n0 is not None and len(n0["f1"]):
-        out["null"] = {"n_permutations": int(len(n0["f1"])),
-                       "f1_mean": _r(np.mean(n0["f1"])), "f1_p95": _r(np.quantile(n0["f1"], 0.95)),
-                       "f1_p_value": _r((1 + np.sum(n0["f1"] >= cls[0]["f1"])) / (1 + len(n0["f1"]))),
-                       "mean_ap_mean": _r(np.nanmean(n0["mean_ap"])),
-                       "mean_ap_p_value": _r((1 + np.sum(n0["mean_ap"] >= (cls[0]["mean_ap"] or 0))) / (1 + len(n0["mean_ap"])))}
+        out["null"] = {
+            "n_permutations": int(len(n0["f1"])),
+            "f1_mean": _r(np.mean(n0["f1"])),
+            "f1_p95": _r(np.quantile(n0["f1"], 0.95)),
+            "f1_p_value": _r((1 + np.sum(n0["f1"] >= cls[0]["f1"])) / (1 + len(n0["f1"]))),
+            "mean_ap_mean": _r(np.nanmean(n0["mean_ap"])),
+            "mean_ap_p_value": _r((1 + np.sum(n0["mean_ap"] >= (cls[0]["mean_ap"] or 0))) / (1 + len(n0["mean_ap"]))),
+        }
     return out
 
 
@@ -200,15 +243,18 @@ def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -
             continue
         um, cm = u.loc[m], c.loc[m]
         ratio = um["model"].mean() / cm["model"].mean()
-        out[m] = {"universal_kl": _r(um["model"].mean(), 5),
-                  "universal_kl_sd": _r(um["model"].std(ddof=1), 5) if len(um) > 1 else None,
-                  "cloner_kl": _r(cm["model"].mean(), 5),
-                  "cloner_kl_sd": _r(cm["model"].std(ddof=1), 5) if len(cm) > 1 else None,
-                  "positional_kl": _r(cm["positional"].iloc[0], 5), "uniform_kl": _r(cm["uniform"].iloc[0], 5),
-                  "universal_over_cloner": _r(ratio),
-                  "cloner_over_positional": _r(cm["model"].mean() / cm["positional"].iloc[0]),
-                  "universal_over_positional": _r(um["model"].mean() / um["positional"].iloc[0]),
-                  "control": params.is_control(m)}
+        out[m] = {
+            "universal_kl": _r(um["model"].mean(), 5),
+            "universal_kl_sd": _r(um["model"].std(ddof=1), 5) if len(um) > 1 else None,
+            "cloner_kl": _r(cm["model"].mean(), 5),
+            "cloner_kl_sd": _r(cm["model"].std(ddof=1), 5) if len(cm) > 1 else None,
+            "positional_kl": _r(cm["positional"].iloc[0], 5),
+            "uniform_kl": _r(cm["uniform"].iloc[0], 5),
+            "universal_over_cloner": _r(ratio),
+            "cloner_over_positional": _r(cm["model"].mean() / cm["positional"].iloc[0]),
+            "universal_over_positional": _r(um["model"].mean() / um["positional"].iloc[0]),
+            "control": params.is_control(m),
+        }
     return out
 
 
@@ -220,15 +266,25 @@ def _outliers(errors: pd.DataFrame, clone: pd.DataFrame, meta: pd.DataFrame, lp)
         w = sub.pivot_table(index=HEAD, columns="method", values="value", aggfunc="mean").reset_index()
         w = meta.merge(w, on=HEAD, how="inner")
         ratio = (w["predicted"] / w["positional"]).to_numpy()
-        score, flagged = flag_outliers(ratio, w.model.to_numpy(), lp.outlier_threshold, lp.outlier_min_ratio,
-                                       lp.outlier_rule)
-        w = w.assign(method=method, heldout_kl=w["predicted"], positional_kl=w["positional"], ratio=ratio,
-                     outlier_score=score, flagged=flagged,
-                     types=[_label_str(r, lp.positive_labels) for _, r in w.iterrows()])
+        score, flagged = flag_outliers(
+            ratio, w.model.to_numpy(), lp.outlier_threshold, lp.outlier_min_ratio, lp.outlier_rule
+        )
+        w = w.assign(
+            method=method,
+            heldout_kl=w["predicted"],
+            positional_kl=w["positional"],
+            ratio=ratio,
+            outlier_score=score,
+            flagged=flagged,
+            types=[_label_str(r, lp.positive_labels) for _, r in w.iterrows()],
+        )
         rows.append(w[w.flagged])
-        summary[method] = {"n_flagged": int(flagged.sum()), "n_heads": int(len(flagged)),
-                           "by_model": {k: int(v) for k, v in w[w.flagged].groupby("model").size().items()},
-                           "flagged_with_a_type": int((w[w.flagged].types != "").sum())}
+        summary[method] = {
+            "n_flagged": int(flagged.sum()),
+            "n_heads": int(len(flagged)),
+            "by_model": {k: int(v) for k, v in w[w.flagged].groupby("model").size().items()},
+            "flagged_with_a_type": int((w[w.flagged].types != "").sum()),
+        }
     out = pd.concat(rows, ignore_index=True)
     keep = ["method", *HEAD, "family", "control", "heldout_kl", "positional_kl", "ratio", "outlier_score", "types"]
     keep += [c for c in out.columns if c.startswith("label_")]
@@ -248,11 +304,24 @@ def _correspondence(tables: dict[str, pd.DataFrame], meta: pd.DataFrame, params:
         X = fit_transform(t[cols].to_numpy(dtype=float), real, meta.model.to_numpy(), params.embed.dim, lp.centering)
         c = correspondence(X[real], m_real.model.to_numpy())
         a, b = m_real.loc[c.i].reset_index(drop=True), m_real.loc[c.j].reset_index(drop=True)
-        frames.append(pd.DataFrame({"method": method, "model": a.model, "layer": a.layer, "head": a["head"],
-                                    "other_model": b.model, "other_layer": b.layer, "other_head": b["head"],
-                                    "similarity": c.similarity, "mutual": c.mutual,
-                                    "rank_in_own_model": c.rank_in_own_model,
-                                    "types": [types[i] for i in c.i], "other_types": [types[j] for j in c.j]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "method": method,
+                    "model": a.model,
+                    "layer": a.layer,
+                    "head": a["head"],
+                    "other_model": b.model,
+                    "other_layer": b.layer,
+                    "other_head": b["head"],
+                    "similarity": c.similarity,
+                    "mutual": c.mutual,
+                    "rank_in_own_model": c.rank_in_own_model,
+                    "types": [types[i] for i in c.i],
+                    "other_types": [types[j] for j in c.j],
+                }
+            )
+        )
         per_head = c.groupby("i")["mutual"].agg(["sum", "count"])
         # do mutual pairs share a head type? (both typed; chance: the same over all typed cross pairs)
         tsets = [set(t.split(",")) - {""} for t in types]
@@ -262,12 +331,15 @@ def _correspondence(tables: dict[str, pd.DataFrame], meta: pd.DataFrame, params:
         tm = m_real.model.to_numpy()
         pairs = [(a, b) for a in typed for b in typed if tm[a] != tm[b]]
         chance = float(np.mean([bool(tsets[a] & tsets[b]) for a, b in pairs])) if pairs else None
-        summary[method] = {"n_heads": int(len(per_head)),
-                           "mutual_in_every_other_model": int((per_head["sum"] == n_other).sum()),
-                           "mutual_in_none": int((per_head["sum"] == 0).sum()),
-                           "mutual_pairs": int(c.mutual.sum() // 2),
-                           "mutual_typed_pairs": int(len(mut) // 2),
-                           "mutual_type_agreement": _r(agree), "type_agreement_chance": _r(chance)}
+        summary[method] = {
+            "n_heads": int(len(per_head)),
+            "mutual_in_every_other_model": int((per_head["sum"] == n_other).sum()),
+            "mutual_in_none": int((per_head["sum"] == 0).sum()),
+            "mutual_pairs": int(c.mutual.sum() // 2),
+            "mutual_typed_pairs": int(len(mut) // 2),
+            "mutual_type_agreement": _r(agree),
+            "type_agreement_chance": _r(chance),
+        }
     return pd.concat(frames, ignore_index=True), summary
 
 
@@ -291,15 +363,55 @@ def _curve_csv(board: dict, ks, path: str, head_type: str = "induction") -> None
 def _training(params: Params, root: str, embed: dict) -> dict:
     """Chosen epochs and the largest rise of validation KL above its running minimum (relative), for
     every cloner replicate, universal replicate and transfer fit: the curves' health at a glance."""
-    def pack(hist: list[dict]) -> dict:
-        return {"best_epochs": [h["best_epoch"] for h in hist], "epochs_run": [h.get("epochs_run") for h in hist],
-                "max_val_rise": _r(max(h.get("max_val_rise") or 0 for h in hist)) if hist else None}
 
-    out = {"cloner": {m: pack(read_json(f"{root}/data/clone/{m}.json")["history"]) for m in params.models},
-           "universal": pack(embed.get("history", []))}
+    def pack(hist: list[dict]) -> dict:
+        return {
+            "best_epochs": [h["best_epoch"] for h in hist],
+            "epochs_run": [h.get("epochs_run") for h in hist],
+            "max_val_rise": _r(max(h.get("max_val_rise") or 0 for h in hist)) if hist else None,
+        }
+
+    out = {
+        "cloner": {m: pack(read_json(f"{root}/data/clone/{m}.json")["history"]) for m in params.models},
+        "universal": pack(embed.get("history", [])),
+    }
     if embed.get("transfer"):
-        out["transfer"] = {"best_epochs": [t["best_epoch"] for t in embed["transfer"]],
-                           "max_val_rise": _r(max(t.get("max_val_rise") or 0 for t in embed["transfer"]))}
+        out["transfer"] = {
+            "best_epochs": [t["best_epoch"] for t in embed["transfer"]],
+            "max_val_rise": _r(max(t.get("max_val_rise") or 0 for t in embed["transfer"])),
+        }
+    return out
+
+
+def paired_differences(queries: pd.DataFrame, meta: pd.DataFrame, types, lp, reference: str = "universal") -> dict:
+    """Per head type: mAP of ``reference`` minus that of every other method on the *same* queries
+    (scope ``all``, per-query AP averaged over replicates), with paired bootstrap CIs: the per-query
+    differences are resampled by model (two levels: models, then queries) and by (model, layer, KV
+    group) cluster. "Beats" means the whole CI is above 0.
+
+    Returns:
+        ``{type: {"universal-rsa": {mean, ci95_by_model, ci95_by_kv_group, n_queries}, ...}}``.
+    """
+    out: dict = {}
+    q = queries[queries.scope == "all"]
+    for typ in types:
+        per = q[q.head_type == typ].groupby(["method"] + HEAD)["ap"].mean().unstack("method")
+        if reference not in per.columns:
+            continue
+        cl = meta.set_index(HEAD).loc[per.index, "cluster"].to_numpy()
+        model = np.array([i[0] for i in per.index])
+        res = {}
+        for m in per.columns:
+            if m == reference:
+                continue
+            d = (per[reference] - per[m]).to_numpy(dtype=float)
+            res[f"{reference}-{m}"] = {
+                "mean": _r(np.nanmean(d)),
+                "n_queries": int(np.isfinite(d).sum()),
+                "ci95_by_model": [_r(x) for x in bootstrap_ci(d, model, lp.n_boot, lp.seed)],
+                "ci95_by_kv_group": [_r(x) for x in bootstrap_ci(d, cl, lp.n_boot, lp.seed)],
+            }
+        out[typ] = res
     return out
 
 
@@ -327,13 +439,26 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> d
     atlas = read_parquet(f"{root}/data/atlas.parquet")
     tables = {m: read_parquet(f"{root}/data/embeddings/{m}.parquet") for m in METHODS}
     index = tables["universal"].query("seed == 0")[HEAD].reset_index(drop=True)
-    meta = head_meta(params, index, atlas)
+    kv = {}
+    for m in params.models:
+        info = load_attention_info(f"{root}/data/attention/{m}.safetensors")
+        kv[m] = (info["n_heads"], info.get("n_kv_heads") or info["n_heads"])
+    meta = head_meta(params, index, atlas, kv)
     types = qualifying_types(meta, lp)
-    board: dict = {"types": list(types), "pools": types, "methods": {},
-                   "atlas_positives": {m: {t: int(c) for t, c in g[g.label.isin(lp.positive_labels)].groupby(
-                       "score_name").size().items()} | {t: None for t in sorted(set(g.score_name[g.label == "n/a"]))
-                                                       if (g[g.score_name == t].label == "n/a").all()}
-                                       for m, g in atlas[atlas.model.isin(list(params.models))].groupby("model")}}
+    board: dict = {
+        "types": list(types),
+        "pools": types,
+        "methods": {},
+        "atlas_positives": {
+            m: {t: int(c) for t, c in g[g.label.isin(lp.positive_labels)].groupby("score_name").size().items()}
+            | {
+                t: None
+                for t in sorted(set(g.score_name[g.label == "n/a"]))
+                if (g[g.score_name == t].label == "n/a").all()
+            }
+            for m, g in atlas[atlas.model.isin(list(params.models))].groupby("model")
+        },
+    }
     all_q = []
     for method, table in tables.items():
         qs, extra = _score_method(method, table, meta, types, params, progress)
@@ -341,18 +466,22 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> d
         all_q.append(q)
         board["methods"][method] = {}
         for typ in types:
-            entry = _aggregate(q[q.head_type == typ], lp.ks, lp) if len(q) else {}
+            entry = _aggregate(q[q.head_type == typ], lp.ks, lp, meta[HEAD + ["cluster"]]) if len(q) else {}
             null = extra["nulls"].get(typ)
             if "all" in entry and null is not None and len(null):
                 s0 = q[(q.head_type == typ) & (q.scope == "all") & (q.seed == q.seed.min())]["ap"].mean()
-                entry["all"]["map"]["null"] = {"n_permutations": int(len(null)), "mean": _r(np.nanmean(null)),
-                                               "p95": _r(np.nanquantile(null, 0.95)),
-                                               "p_value": _r((1 + np.sum(null >= s0)) / (1 + len(null)))}
+                entry["all"]["map"]["null"] = {
+                    "n_permutations": int(len(null)),
+                    "mean": _r(np.nanmean(null)),
+                    "p95": _r(np.nanquantile(null, 0.95)),
+                    "p_value": _r((1 + np.sum(null >= s0)) / (1 + len(null))),
+                }
             entry["classification"] = _classification(extra["classification"][typ])
             if extra["controls"].get(typ):
                 entry["controls"] = extra["controls"][typ]
             board["methods"][method][typ] = entry
     queries = pd.concat(all_q, ignore_index=True)
+    board["differences"] = paired_differences(queries, meta, types, lp)
     errors = read_parquet(f"{root}/data/embed/errors.parquet")
     clone = pd.concat([read_parquet(f"{root}/data/clone/{k}.parquet") for k in params.models], ignore_index=True)
     board["reconstruction"] = _reconstruction(params, errors, clone)

@@ -15,8 +15,21 @@ import numpy as np
 import torch
 
 
-__all__ = ["SegmentData", "Batch", "position_features", "repeat_targets", "fit_projection", "build_data",
-           "valid_mask", "pad_batch", "sorted_batches", "length_batches"]
+__all__ = [
+    "MATCH_SCALE",
+    "unit_rows",
+    "match_features",
+    "SegmentData",
+    "Batch",
+    "position_features",
+    "repeat_targets",
+    "fit_projection",
+    "build_data",
+    "valid_mask",
+    "pad_batch",
+    "sorted_batches",
+    "length_batches",
+]
 
 
 def position_features(S: int, dims: int) -> torch.Tensor:
@@ -65,6 +78,8 @@ class SegmentData:
             counts clamped at 1.
         kinds: per prompt ``prose`` or ``repeat``.
         ind, dup: per prompt ``(S,)`` induction / duplicate target segment of each query (-1: none).
+        content: per prompt ``(S, k)`` the content features alone (no position features), unit
+            length, for the match terms (:func:`match_features`); empty: taken from ``Z``.
     """
 
     prompt_ids: list[str]
@@ -75,6 +90,7 @@ class SegmentData:
     kinds: list[str] = field(default_factory=list)
     ind: list[torch.Tensor] = field(default_factory=list)
     dup: list[torch.Tensor] = field(default_factory=list)
+    content: list[torch.Tensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.Z)
@@ -86,6 +102,8 @@ class SegmentData:
             self.ind = [torch.full((z.shape[0],), -1, dtype=torch.long) for z in self.Z]
         if not self.dup:
             self.dup = [torch.full((z.shape[0],), -1, dtype=torch.long) for z in self.Z]
+        if not self.content:
+            self.content = [unit_rows(z) for z in self.Z]
 
     @property
     def d_in(self) -> int:
@@ -107,9 +125,19 @@ def fit_projection(features: dict, train_ids, dims: int) -> tuple[torch.Tensor, 
     return mean, std, proj / scale  # projected features have unit variance
 
 
-def build_data(prompt_ids, features: dict, attention: dict | None, mean: torch.Tensor, std: torch.Tensor,
-               position_dims: int, causal: bool, proj: torch.Tensor | None = None,
-               ntok: dict | None = None, kinds: dict | None = None, seg_texts: dict | None = None) -> SegmentData:
+def build_data(
+    prompt_ids,
+    features: dict,
+    attention: dict | None,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    position_dims: int,
+    causal: bool,
+    proj: torch.Tensor | None = None,
+    ntok: dict | None = None,
+    kinds: dict | None = None,
+    seg_texts: dict | None = None,
+) -> SegmentData:
     """Assemble :class:`SegmentData` (features standardised/projected with training statistics).
 
     Args:
@@ -117,7 +145,7 @@ def build_data(prompt_ids, features: dict, attention: dict | None, mean: torch.T
         kinds: ``{prompt_id: 'prose' | 'repeat'}``, optional.
         seg_texts: ``{prompt_id: [segment text, ...]}`` for the repeat targets, optional.
     """
-    Z, A = [], [] if attention is not None else None
+    Z, A, C = [], [] if attention is not None else None, []
     logn, knd, ind, dup = [], [], [], []
     for pid in prompt_ids:
         f = (features[pid].float() - mean) / std  # (S, d)
@@ -125,6 +153,7 @@ def build_data(prompt_ids, features: dict, attention: dict | None, mean: torch.T
             f = f @ proj  # (S, k)
         S = f.shape[0]
         Z.append(torch.cat([f, position_features(S, position_dims)], dim=1))
+        C.append(unit_rows(f))
         if attention is not None:
             a = attention[pid].float()  # (H, S, S+1)
             A.append(a / a.sum(-1, keepdim=True).clamp_min(1e-12))
@@ -136,7 +165,34 @@ def build_data(prompt_ids, features: dict, attention: dict | None, mean: torch.T
             i = d = torch.full((S,), -1, dtype=torch.long)
         ind.append(i)
         dup.append(d)
-    return SegmentData(list(prompt_ids), Z, A, causal, logn, knd, ind, dup)
+    return SegmentData(list(prompt_ids), Z, A, causal, logn, knd, ind, dup, C)
+
+
+MATCH_SCALE = 10.0  # cosine similarities are multiplied by this before their per-head weight
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with every row scaled to unit length (zero rows stay zero)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def match_features(C: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, S, S)`` the match terms of every (query I, key J) pair, from unit content features ``C
+    (B, S, k)``.
+
+    * ``[:, 0, I, J] = MATCH_SCALE * cos(C_I, C_J)``: the key is the same word as the query (the
+      duplicate-token motif);
+    * ``[:, 1, I, J] = MATCH_SCALE * cos(C_I, C_{J-1})``: the key comes after an earlier copy of the
+      query (the induction motif); 0 for ``J = 0``.
+
+    No low-rank bilinear form of the features expresses "same word" for every word at once (that
+    needs the identity, of full rank); here each head only weights these two ready-made similarities.
+    The scale lets a weight of order 1 make the match sharp.
+    """
+    same = C @ C.transpose(-1, -2)  # (B, S, S)
+    after = torch.zeros_like(same)
+    after[:, :, 1:] = same[:, :, :-1]
+    return MATCH_SCALE * torch.stack([same, after], dim=1)
 
 
 def valid_mask(lengths: list[int], S: int, causal: bool) -> torch.Tensor:
@@ -171,6 +227,7 @@ class Batch:
     row_valid: torch.Tensor
     logn: torch.Tensor
     idx: list[int]
+    match: torch.Tensor | None = None
 
 
 def pad_batch(data: SegmentData, idx, heads: torch.Tensor | None = None) -> Batch:
@@ -187,24 +244,26 @@ def pad_batch(data: SegmentData, idx, heads: torch.Tensor | None = None) -> Batc
     for b, i in enumerate(idx):
         s = lengths[b]
         Z[b, :s] = data.Z[i]
-        logn[b, :s + 1] = data.logn[i]
+        logn[b, : s + 1] = data.logn[i]
         if A is not None:
             a = data.A[i] if heads is None else data.A[i][heads]
-            A[b, :, :s, :s + 1] = a
+            A[b, :, :s, : s + 1] = a
     valid = valid_mask(lengths, S, data.causal)
     row_valid = torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]
-    return Batch(Z, A, valid, row_valid, logn, list(idx))
+    C = torch.zeros(B, S, data.content[idx[0]].shape[1])
+    for b, i in enumerate(idx):
+        C[b, : lengths[b]] = data.content[i]
+    return Batch(Z, A, valid, row_valid, logn, list(idx), match_features(C))
 
 
 def sorted_batches(data: SegmentData, batch: int) -> list[list[int]]:
     """Deterministic batches of prompts sorted by length (for evaluation)."""
     order = sorted(range(len(data.Z)), key=lambda i: data.Z[i].shape[0])
-    return [order[s:s + batch] for s in range(0, len(order), batch)]
+    return [order[s : s + batch] for s in range(0, len(order), batch)]
 
 
 def length_batches(data: SegmentData, batch: int, rng: np.random.Generator) -> list[list[int]]:
     """Batches of prompts of similar length (less padding), in random order."""
     order = sorted(range(len(data.Z)), key=lambda i: (data.Z[i].shape[0], rng.random()))
-    batches = [order[s:s + batch] for s in range(0, len(order), batch)]
+    batches = [order[s : s + batch] for s in range(0, len(order), batch)]
     return [batches[i] for i in rng.permutation(len(batches))]
-

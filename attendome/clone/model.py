@@ -9,6 +9,7 @@ tokenisation is known input, not something to predict). Per head ``h``:
     q_I = Z_I Q_h                         (query features: the segment itself)
     k_J = [Z_J, Z_{J-1}] K_h              (key features: the segment and the one before it)
     logits[I, 1 + J] = q_I . k_J / sqrt(r) + p_h[clip(I - J, -R, R)] + w_h log n_J + a_h[I, 1 + J]
+                       + u_h . [m(I, J), m(I, J - 1)]                   (match terms, when on)
     logits[I, 0]     = Z_I . s_h + b_h + w_h log n_sink + a_h[I, 0]   (the sink: special tokens)
     A_hat_h = softmax over the valid columns of each row              (keys J <= I when causal)
     a_h = mu + sum_p c_h[p] B_p                                       (absolute-position bias)
@@ -23,6 +24,11 @@ Definitional choices and why:
   over the segment's tokens, so a segment of ``n`` tokens gets about ``n`` times the mass of a
   one-token segment under the same per-token logit. ``n`` counts are clamped at 1 (the sink of a
   model without special tokens, e.g. Qwen, has none and gets no bias).
+* Match terms (``match_terms``): ``m(I, J) = 10 cos(C_I, C_J)`` of the content features (no
+  position features), so ``u_h[0]`` weights "the key is the same word" (duplicate heads) and
+  ``u_h[1]`` "the key follows an earlier copy of the query" (induction heads). A rank-``r`` bilinear
+  form cannot express either for every word at once (it needs the identity); here each head owns
+  two numbers, 0 at the start (:func:`~attendome.clone.data.match_features`).
 * ``p_h`` is a T5-style relative-position bias over ``R = max_offset`` offsets, so purely
   positional heads are expressible without the features.
 * ``a_h`` is an absolute-position bias in a low-dimensional basis (:func:`positional_basis`):
@@ -76,7 +82,8 @@ def offsets(S: int, max_offset: int) -> torch.Tensor:
 def bilinear_logprobs(Z: torch.Tensor, Q: torch.Tensor, K: torch.Tensor, sink_w: torch.Tensor,
                       sink_b: torch.Tensor, valid: torch.Tensor, rel: torch.Tensor | None = None,
                       logn: torch.Tensor | None = None, ntok_w: torch.Tensor | None = None,
-                      abs_bias: torch.Tensor | None = None) -> torch.Tensor:
+                      abs_bias: torch.Tensor | None = None, match: torch.Tensor | None = None,
+                      match_w: torch.Tensor | None = None) -> torch.Tensor:
     """Log attention of bilinear heads (see module docstring).
 
     Args:
@@ -88,6 +95,8 @@ def bilinear_logprobs(Z: torch.Tensor, Q: torch.Tensor, K: torch.Tensor, sink_w:
         rel: ``(H, 2R + 1)`` relative-position bias, or None.
         logn: ``(B, S + 1)`` log token counts and ntok_w ``(H,)`` their weight, or None.
         abs_bias: ``(H, S, S + 1)`` absolute-position bias (:func:`absolute_bias`), or None.
+        match: ``(B, 2, S, S)`` match terms (:func:`~attendome.clone.data.match_features`) and
+            match_w ``(H, 2)`` their per-head weights, or None.
 
     Returns:
         ``(B, H, S, S + 1)`` log-probabilities (about -1e9 on invalid entries, whose probability is 0;
@@ -102,6 +111,8 @@ def bilinear_logprobs(Z: torch.Tensor, Q: torch.Tensor, K: torch.Tensor, sink_w:
     if rel is not None:
         R = (rel.shape[1] - 1) // 2
         logits = logits + rel[:, offsets(S, R)][None]  # (1, H, S, S)
+    if match is not None and match_w is not None:
+        logits = logits + torch.einsum("bmij,hm->bhij", match, match_w)  # (B, H, S, S)
     sink = torch.einsum("bsd,hd->bhs", Z, sink_w) + sink_b[None, :, None]  # (B, H, S)
     full = torch.cat([sink.unsqueeze(-1), logits], dim=-1)  # (B, H, S, S+1)
     if logn is not None and ntok_w is not None:
@@ -127,10 +138,12 @@ class BilinearCloner(nn.Module):
         prev_keys: keys also see the previous segment's features.
         basis: ``(mu, basis, coef)`` of :func:`positional_basis` for the absolute-position bias (fixed
             ``mu`` and ``basis``; learned per-head ``coef`` starting there), or None for none.
+        match_terms: each head also weights the two match terms (see module docstring).
     """
 
     def __init__(self, n_heads: int, d_in: int, rank: int, seed: int = 0, max_offset: int = 16,
-                 prev_keys: bool = True, basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+                 prev_keys: bool = True, basis: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 match_terms: bool = False):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         d_k = 2 * d_in if prev_keys else d_in
@@ -140,6 +153,8 @@ class BilinearCloner(nn.Module):
         self.sink_b = nn.Parameter(torch.zeros(n_heads))
         self.rel = nn.Parameter(torch.zeros(n_heads, 2 * max_offset + 1))
         self.ntok_w = nn.Parameter(torch.ones(n_heads))
+        # weights of the two match terms (same word, after the same word), 0 at the start
+        self.match_w = nn.Parameter(torch.zeros(n_heads, 2)) if match_terms else None
         if basis is not None:
             mu, B, coef = basis
             self.register_buffer("pos_mu", mu.clone())
@@ -155,7 +170,8 @@ class BilinearCloner(nn.Module):
         if self.pos_coef is not None:
             ab = absolute_bias(self.pos_mu, self.pos_basis, sel(self.pos_coef), batch.Z.shape[1])
         return bilinear_logprobs(batch.Z, sel(self.Q), sel(self.K), sel(self.sink_w), sel(self.sink_b),
-                                 batch.valid, sel(self.rel), batch.logn, sel(self.ntok_w), ab)
+                                 batch.valid, sel(self.rel), batch.logn, sel(self.ntok_w), ab,
+                                 batch.match, None if self.match_w is None else sel(self.match_w))
 
     def invariants(self) -> torch.Tensor:
         """``(H, F)`` a head's function, free of the arbitrary basis of its rank-r factors: the bilinear
@@ -165,6 +181,8 @@ class BilinearCloner(nn.Module):
         parts = [M, self.sink_w.double(), self.rel.double(), self.ntok_w.double()[:, None]]
         if self.pos_coef is not None:
             parts.append(self.pos_coef.double())
+        if self.match_w is not None:
+            parts.append(self.match_w.double())
         return torch.cat(parts, dim=1)
 
 
@@ -178,7 +196,7 @@ def train_cloner(train: SegmentData, val: SegmentData, tp, n_heads: int, seed: i
     """
     torch.manual_seed(seed)
     basis = positional_basis([train], tp.position_components, tp.position_eps) if tp.position_components else None
-    model = BilinearCloner(n_heads, train.d_in, tp.rank, seed, tp.max_offset, tp.prev_keys, basis)
+    model = BilinearCloner(n_heads, train.d_in, tp.rank, seed, tp.max_offset, tp.prev_keys, basis, tp.match_terms)
     n_batches = len(length_batches(train, tp.batch_prompts, np.random.default_rng(0)))
     ent = EntropyCache(train)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -68,7 +67,9 @@ def load_split_data(key: str, params: Params, root: str = ".", tp=None) -> Split
     return SplitData(data["train"], data["val"], data["heldout"], info, (mean, std, proj))
 
 
-def head_labels(root: str = ".", key: str | None = None, positive: tuple[str, ...] = ("high", "medium")) -> pd.DataFrame:
+def head_labels(
+    root: str = ".", key: str | None = None, positive: tuple[str, ...] = ("high", "medium")
+) -> pd.DataFrame:
     """``model, layer, head, head_type`` for every head whose atlas label is in ``positive``."""
     atlas = read_parquet(f"{root}/data/atlas.parquet")
     if key is not None:
@@ -112,12 +113,25 @@ def _run_clone(key: str, params: Params, progress: bool = True) -> dict:
     for r in range(tp.n_seeds):
         seed = seed_for(key, tp.seed, r)
         with track_run("attendome-clone", run_name=None, tags={"model": key, "phase": "1", "replicate": str(r)}) as tr:
-            tr.log_params({**tp.model_dump(), "model": key, "encoder": params.features.encoder, "replicate": r,
-                           "init_seed": seed, "n_train_prompts": len(sd.train), "n_val_prompts": len(sd.val),
-                           "n_heldout_prompts": len(sd.heldout), "n_heads": L * H})
-            model, res = train_cloner(sd.train, sd.val, tp, L * H, seed, tr, progress, desc=f"{key}: clone {r + 1}/{tp.n_seeds}")
-            per = _per_head(evaluate_heads(model, sd.heldout, L * H, tp.batch_prompts, positional=positional),
-                            key, H, r)
+            tr.log_params(
+                {
+                    **tp.model_dump(),
+                    "model": key,
+                    "encoder": params.features.encoder,
+                    "replicate": r,
+                    "init_seed": seed,
+                    "n_train_prompts": len(sd.train),
+                    "n_val_prompts": len(sd.val),
+                    "n_heldout_prompts": len(sd.heldout),
+                    "n_heads": L * H,
+                }
+            )
+            model, res = train_cloner(
+                sd.train, sd.val, tp, L * H, seed, tr, progress, desc=f"{key}: clone {r + 1}/{tp.n_seeds}"
+            )
+            per = _per_head(
+                evaluate_heads(model, sd.heldout, L * H, tp.batch_prompts, positional=positional), key, H, r
+            )
             kl = per.query("method == 'model' and kind == 'all' and metric == 'kl'")["value"].mean()
             tr.log_metrics({"best_epoch": res.best_epoch, "best_val_kl": res.best_val, "heldout_kl": kl})
         tables.append(per)
@@ -127,9 +141,19 @@ def _run_clone(key: str, params: Params, progress: bool = True) -> dict:
     per = pd.concat(tables, ignore_index=True)
     mean, std, proj = sd.projection
     weights.update(feature_mean=mean, feature_std=std, feature_proj=proj)
-    meta = {"info": json.dumps({**sd.info, "rank": tp.rank, "position_dims": tp.position_dims, "n_seeds": tp.n_seeds,
-                                "prev_keys": tp.prev_keys, "encoder": params.features.encoder,
-                                "init_seeds": [seed_for(key, tp.seed, r) for r in range(tp.n_seeds)]})}
+    meta = {
+        "info": json.dumps(
+            {
+                **sd.info,
+                "rank": tp.rank,
+                "position_dims": tp.position_dims,
+                "n_seeds": tp.n_seeds,
+                "prev_keys": tp.prev_keys,
+                "encoder": params.features.encoder,
+                "init_seeds": [seed_for(key, tp.seed, r) for r in range(tp.n_seeds)],
+            }
+        )
+    }
     save_tensors(weights, f"models/cloners/{key}.safetensors", meta)
     types = head_labels(key=key, positive=params.leaderboard.positive_labels)
     headline, details = summarise_heads(per, types, fits, method="model")

@@ -96,7 +96,10 @@ def summarise_heads(per: pd.DataFrame, types: pd.DataFrame, fits: list, method: 
             headline[f"{kind}_kl"] = _r(k[method].mean())
             headline[f"{kind}_positional_kl"] = _r(k["positional"].iloc[0])
             headline[f"{kind}_ratio_to_positional"] = _r((k[method] / k["positional"]).mean(), 4)
-    for ht, metric, name in (("induction", "ind_mass", "induction_mass"), ("duplicate_token", "dup_mass", "duplicate_mass")):
+    for ht, metric, name in (
+        ("induction", "ind_mass", "induction_mass"),
+        ("duplicate_token", "dup_mass", "duplicate_mass"),
+    ):
         m = _mass(per, types[types.head_type == ht], metric, method)
         if m is not None:
             headline[name] = m
@@ -105,8 +108,9 @@ def summarise_heads(per: pd.DataFrame, types: pd.DataFrame, fits: list, method: 
     for kind in ("all", "prose", "repeat"):
         k, m2 = model_means(per, kind), model_means(per, kind, "mse")
         if len(k):
-            details["by_kind"][kind] = {meth: {"kl": _r(k[meth].mean()), "mse": _r(m2[meth].mean(), 6)}
-                                        for meth in k.columns}
+            details["by_kind"][kind] = {
+                meth: {"kl": _r(k[meth].mean()), "mse": _r(m2[meth].mean(), 6)} for meth in k.columns
+            }
     t = types.set_index(HEAD).index
     groups = {ht: g.set_index(HEAD).index for ht, g in types.groupby("head_type")}
     groups["untyped"] = wide.index.difference(t)
@@ -114,12 +118,21 @@ def summarise_heads(per: pd.DataFrame, types: pd.DataFrame, fits: list, method: 
         idx = wide.index.intersection(idx)
         if len(idx):
             w = wide.loc[idx]
-            details["by_head_type"][ht] = {"n_heads": int(len(idx)),
-                                           "beats_positional": round(float((w[method] < w["positional"]).mean()), 4),
-                                           **{meth: _r(w[meth].mean()) for meth in w.columns}}
-    details["history"] = [{"best_epoch": f.best_epoch, "best_val_kl": _r(f.best_val), "epochs_run": f.epochs_run,
-                           "max_val_rise": _r(f.max_val_rise, 4),
-                           "curve": [{k: _r(v, 6) for k, v in h.items()} for h in f.history]} for f in fits]
+            details["by_head_type"][ht] = {
+                "n_heads": int(len(idx)),
+                "beats_positional": round(float((w[method] < w["positional"]).mean()), 4),
+                **{meth: _r(w[meth].mean()) for meth in w.columns},
+            }
+    details["history"] = [
+        {
+            "best_epoch": f.best_epoch,
+            "best_val_kl": _r(f.best_val),
+            "epochs_run": f.epochs_run,
+            "max_val_rise": _r(f.max_val_rise, 4),
+            "curve": [{k: _r(v, 6) for k, v in h.items()} for h in f.history],
+        }
+        for f in fits
+    ]
     return headline, details
 
 
@@ -143,11 +156,19 @@ def plot_training(fits: list, details: dict, title: str, path: str | Path, predi
     a.set_title(f"{title}: training curves (dotted: chosen epoch)", fontsize=9)
     a.legend(fontsize=7)
     types = list(details["by_head_type"])
-    methods = [m for m in ("model", "positional", "uniform", "previous", "bos") if types and m in details["by_head_type"][types[0]]]
+    methods = [
+        m
+        for m in ("model", "positional", "uniform", "previous", "bos")
+        if types and m in details["by_head_type"][types[0]]
+    ]
     w = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
-        b.bar(np.arange(len(types)) + i * w, [details["by_head_type"][t][m] for t in types], width=w,
-              label=predictor if m == "model" else m)
+        b.bar(
+            np.arange(len(types)) + i * w,
+            [details["by_head_type"][t][m] for t in types],
+            width=w,
+            label=predictor if m == "model" else m,
+        )
     b.set_xticks(np.arange(len(types)) + 0.4 - w / 2)
     b.set_xticklabels([f"{t}\n(n={details['by_head_type'][t]['n_heads']})" for t in types], fontsize=7, rotation=25)
     b.set_yscale("log")

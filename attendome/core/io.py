@@ -23,8 +23,19 @@ import pandas as pd
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DataError", "MissingDataError", "CorruptDataError", "atomic_path", "write_parquet", "read_parquet", "write_json", "read_json", "to_jsonable",
-           "save_tensors", "load_tensors"]
+__all__ = [
+    "DataError",
+    "MissingDataError",
+    "CorruptDataError",
+    "atomic_path",
+    "write_parquet",
+    "read_parquet",
+    "write_json",
+    "read_json",
+    "to_jsonable",
+    "save_tensors",
+    "load_tensors",
+]
 
 
 class DataError(Exception):
@@ -71,7 +82,9 @@ def read_parquet(path: str | Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
-        raise CorruptDataError(f"{path} is not a readable parquet file ({err}); delete it and rerun dvc repro") from None
+        raise CorruptDataError(
+            f"{path} is not a readable parquet file ({err}); delete it and rerun dvc repro"
+        ) from None
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -127,4 +140,6 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception as err:
-        raise CorruptDataError(f"{path} is not a readable safetensors file ({err}); delete it and rerun dvc repro") from None
+        raise CorruptDataError(
+            f"{path} is not a readable safetensors file ({err}); delete it and rerun dvc repro"
+        ) from None

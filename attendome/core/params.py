@@ -357,6 +357,8 @@ class TrainParams(_Frozen):
     feature_dims: Pos
     max_offset: Pos
     prev_keys: bool = Field(description="keys also see the previous segment's features (induction motif)")
+    match_terms: bool = Field(description="each head also weights two similarity terms: key = the query's word, "
+                              "key after an earlier copy of it (attendome.clone.data.match_features)")
     position_components: NonNeg = Field(description="P: principal components of the heads' log positional "
                                         "patterns that code the absolute-position bias (0: none)")
     position_eps: float = Field(gt=0, description="added to positional patterns before the log")

@@ -91,7 +91,11 @@ class InductionHeadClassifier:
         probe = make_repeated_tokens(tokenizer, num_of_samples, seq_len, self.seed)
         samples = run_pattern_scorers(lm, probe, ["induction"], batch_size, progress)["induction"]
         scores = samples.mean(axis=0)
-        stderr = samples.std(axis=0, ddof=1) / np.sqrt(num_of_samples) if num_of_samples > 1 else np.full_like(scores, np.nan)
+        stderr = (
+            samples.std(axis=0, ddof=1) / np.sqrt(num_of_samples)
+            if num_of_samples > 1
+            else np.full_like(scores, np.nan)
+        )
         if not lm.is_causal:
             scores = np.full_like(scores, np.nan)
             stderr = np.full_like(scores, np.nan)
@@ -102,10 +106,16 @@ class InductionHeadClassifier:
             "classified_heads": self.classify_heads(scores, high_threshold, medium_threshold),
             "num_layers": lm.n_layers,
             "num_heads": lm.n_heads,
-            "config": {"num_of_samples": num_of_samples, "seq_len": seq_len, "batch_size": batch_size,
-                       "seed": self.seed, "bos_prepended": probe.bos_prepended,
-                       "high_threshold": high_threshold, "medium_threshold": medium_threshold,
-                       "is_causal": lm.is_causal},
+            "config": {
+                "num_of_samples": num_of_samples,
+                "seq_len": seq_len,
+                "batch_size": batch_size,
+                "seed": self.seed,
+                "bos_prepended": probe.bos_prepended,
+                "high_threshold": high_threshold,
+                "medium_threshold": medium_threshold,
+                "is_causal": lm.is_causal,
+            },
         }
 
     def classify_heads(self, scores, high_threshold: float = 0.7, medium_threshold: float = 0.35) -> dict:

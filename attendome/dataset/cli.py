@@ -28,8 +28,13 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="build_induction_dataset", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=None,
-                    help="params.yaml catalog keys, local paths or Hugging Face ids (default: the models params.yaml runs, controls excepted)")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="params.yaml catalog keys, local paths or Hugging Face ids "
+        "(default: the models params.yaml runs, controls excepted)",
+    )
     ap.add_argument("--num-samples", type=int, default=64, help="random sequences (seed/GPU: 2048)")
     ap.add_argument("--seq-len", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -41,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", choices=["json", "parquet"], default="json")
     ap.add_argument("--output-dir", default="results/induction_heads")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--params", default=None,
-                    help="where model keys are defined (default: ./params.yaml, else the packaged defaults)")
+    ap.add_argument(
+        "--params",
+        default=None,
+        help="where model keys are defined (default: ./params.yaml, else the packaged defaults)",
+    )
     return ap
 
 
@@ -70,11 +78,27 @@ def _long(res: dict) -> pd.DataFrame:
     for layer in range(s.shape[0]):
         for head in range(s.shape[1]):
             v = s[layer, head]
-            label = ("n/a" if np.isnan(v) else "high" if v >= res["config"]["high_threshold"]
-                     else "medium" if v >= res["config"]["medium_threshold"] else "low")
-            rows.append(dict(model=res["model_name"], layer=layer, head=head, score_name="induction",
-                             value=float(v), stderr=float(se[layer, head]), label=label,
-                             settings=json.dumps(res["config"], sort_keys=True)))
+            label = (
+                "n/a"
+                if np.isnan(v)
+                else "high"
+                if v >= res["config"]["high_threshold"]
+                else "medium"
+                if v >= res["config"]["medium_threshold"]
+                else "low"
+            )
+            rows.append(
+                dict(
+                    model=res["model_name"],
+                    layer=layer,
+                    head=head,
+                    score_name="induction",
+                    value=float(v),
+                    stderr=float(se[layer, head]),
+                    label=label,
+                    settings=json.dumps(res["config"], sort_keys=True),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -141,9 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         try:
             model, tok = loader.load_model(name)
-            res = clf.analyze_model(model, tok, name, num_of_samples=args.num_samples, seq_len=args.seq_len,
-                                    batch_size=args.batch_size, high_threshold=args.high_threshold,
-                                    medium_threshold=args.medium_threshold)
+            res = clf.analyze_model(
+                model,
+                tok,
+                name,
+                num_of_samples=args.num_samples,
+                seq_len=args.seq_len,
+                batch_size=args.batch_size,
+                high_threshold=args.high_threshold,
+                medium_threshold=args.medium_threshold,
+            )
         except EXPECTED_ERRORS + (OSError, ValueError) as err:  # say why, keep going with the other models
             print(f"error: {name!r}: {err}", file=sys.stderr)
             failed.append(name)
@@ -160,11 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         done = [r["model_name"] for r in results]
         if args.format == "json":
-            combined = {"metadata": {"models": done, "failed": failed, "num_samples": args.num_samples,
-                                     "seq_len": args.seq_len, "high_threshold": args.high_threshold,
-                                     "medium_threshold": args.medium_threshold, "seed": args.seed,
-                                     "score_definition": "mean A[i, i-L+1] over second-copy queries"},
-                        "results": [_jsonable(r) for r in results]}
+            combined = {
+                "metadata": {
+                    "models": done,
+                    "failed": failed,
+                    "num_samples": args.num_samples,
+                    "seq_len": args.seq_len,
+                    "high_threshold": args.high_threshold,
+                    "medium_threshold": args.medium_threshold,
+                    "seed": args.seed,
+                    "score_definition": "mean A[i, i-L+1] over second-copy queries",
+                },
+                "results": [_jsonable(r) for r in results],
+            }
         else:
             combined = pd.concat([_long(r) for r in results], ignore_index=True)
         print(f"wrote {_save(combined, out / 'induction_heads_dataset', args.format)}")

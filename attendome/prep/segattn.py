@@ -14,9 +14,7 @@ Stored per prompt, keyed by ``prompt_id``, in safetensors (no pickle):
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 

@@ -14,7 +14,7 @@ import torch
 
 from attendome.core.io import load_tensors
 
-__all__ = ["NTOK_PREFIX", "load_attention"]
+__all__ = ["NTOK_PREFIX", "load_attention", "load_attention_info"]
 
 NTOK_PREFIX = "ntok/"
 
@@ -31,3 +31,24 @@ def load_attention(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     attn = {k: v for k, v in tensors.items() if not k.startswith(NTOK_PREFIX)}
     ntok = {k[len(NTOK_PREFIX):]: v for k, v in tensors.items() if k.startswith(NTOK_PREFIX)}
     return attn, ntok, json.loads(meta["info"])
+
+
+def load_attention_info(path: str | Path) -> dict:
+    """The ``info`` of an ``attention@<model>`` output (n_layers, n_heads, n_kv_heads, causal), read
+    from its header alone."""
+    import json
+
+    from safetensors import safe_open
+
+    from attendome.core.io import CorruptDataError, MissingDataError
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingDataError(f"{path} not found: run the stage that produces it (dvc repro)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})["info"])
+    except Exception as err:
+        raise CorruptDataError(
+            f"{path} has no readable attention header ({err}); delete it and rerun dvc repro"
+        ) from None

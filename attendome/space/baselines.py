@@ -30,8 +30,19 @@ import torch
 
 from attendome.core.linalg import pca
 
-__all__ = ["table", "random_embeddings", "score_embeddings", "rsa_gram", "gram_pca",
-           "cloner_embeddings", "run_baselines"]
+__all__ = [
+    "depth_features",
+    "depth_embeddings",
+    "attention_stats",
+    "depth_stats_embeddings",
+    "table",
+    "random_embeddings",
+    "score_embeddings",
+    "rsa_gram",
+    "gram_pca",
+    "cloner_embeddings",
+    "run_baselines",
+]
 
 
 def table(index: pd.DataFrame, E: np.ndarray, seed: int = 0, columns: list[str] | None = None) -> pd.DataFrame:
@@ -44,8 +55,10 @@ def table(index: pd.DataFrame, E: np.ndarray, seed: int = 0, columns: list[str] 
 
 def random_embeddings(index: pd.DataFrame, dim: int, seed: int, n_seeds: int) -> pd.DataFrame:
     """``n_seeds`` replicates of standard normal embeddings (replicate r drawn with seed ``seed + r``)."""
-    return pd.concat([table(index, np.random.default_rng(seed + r).standard_normal((len(index), dim)), r)
-                      for r in range(n_seeds)], ignore_index=True)
+    return pd.concat(
+        [table(index, np.random.default_rng(seed + r).standard_normal((len(index), dim)), r) for r in range(n_seeds)],
+        ignore_index=True,
+    )
 
 
 def score_embeddings(atlas: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
@@ -54,6 +67,56 @@ def score_embeddings(atlas: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reindex(pd.MultiIndex.from_frame(index[["model", "layer", "head"]]))
     z = (wide - wide.mean()) / wide.std().replace(0, 1)
     return table(index, z.fillna(0.0).to_numpy(), 0, [f"e_{c}" for c in wide.columns])
+
+
+DEPTH_CENTRES = np.linspace(0.0, 1.0, 8)
+DEPTH_WIDTH = 1.0 / 8
+
+
+def depth_features(depth: np.ndarray) -> np.ndarray:
+    """``(N, 8)`` relative depth coded by Gaussian bumps (centres 0, 1/7, ..., 1; width 1/8), so that
+    the cosine similarity of two heads falls with the distance of their depths (a single number
+    would make cosine similarity a sign after centring)."""
+    d = np.asarray(depth, dtype=float)[:, None]
+    return np.exp(-0.5 * ((d - DEPTH_CENTRES[None]) / DEPTH_WIDTH) ** 2)
+
+
+def depth_embeddings(index: pd.DataFrame, n_layers: dict[str, int]) -> pd.DataFrame:
+    """Trivial baseline ``depth``: a head's relative depth ``layer / (n_layers - 1)`` in [0, 1] alone
+    (:func:`depth_features`). What any learned space must beat: heads of one type sit at typical depths."""
+    depth = np.array([r.layer / max(n_layers[r.model] - 1, 1) for r in index.itertuples()])
+    return table(index, depth_features(depth), 0, [f"e_depth{k}" for k in range(len(DEPTH_CENTRES))])
+
+
+def attention_stats(maps: list[dict[str, torch.Tensor]], prompt_ids: list[str]) -> np.ndarray:
+    """``(N, 3)`` per head, over the training prompts: mean sink mass (column 0), mean mass on the
+    previous segment (rows I >= 1) and mean row entropy (nats) of its segment attention."""
+    out = []
+    for m in maps:
+        sink = prev = ent = 0.0
+        rows = prev_rows = 0
+        for pid in prompt_ids:
+            a = m[pid].float()  # (H, S, S + 1)
+            S = a.shape[1]
+            sink = sink + a[:, :, 0].sum(1)
+            idx = torch.arange(1, S)
+            prev = prev + a[:, idx, idx].sum(1)  # column 1 + (I - 1) = I
+            ent = ent - torch.xlogy(a, a).sum(-1).sum(1)
+            rows += S
+            prev_rows += S - 1
+        out.append(torch.stack([sink / rows, prev / max(prev_rows, 1), ent / rows], dim=1).double().numpy())
+    return np.concatenate(out)
+
+
+def depth_stats_embeddings(index: pd.DataFrame, n_layers: dict[str, int], stats: np.ndarray) -> pd.DataFrame:
+    """Trivial baseline ``depth_stats``: :func:`depth_embeddings` plus three z-scored summary statistics
+    of each head's training attention (:func:`attention_stats`: sink mass, previous-segment mass,
+    entropy). The bar a learned space must clear to show it knows more than a head's coarse habits."""
+    depth = depth_embeddings(index, n_layers)
+    z = (stats - stats.mean(0)) / np.where(stats.std(0) > 0, stats.std(0), 1.0)
+    for k, name in enumerate(("sink", "previous", "entropy")):
+        depth[f"e_{name}"] = z[:, k]
+    return depth
 
 
 def _rdm_rows(a: torch.Tensor) -> torch.Tensor:
@@ -111,27 +174,40 @@ def cloner_embeddings(per_model: dict[str, np.ndarray], index: pd.DataFrame, dim
 
 
 def run_baselines(params, root: str = ".") -> dict:
-    """Write ``data/embeddings/{random,scores,rsa,cloner}.parquet`` (the ``baselines`` stage).
+    """:func:`_run_baselines` on the fixed thread count ``embed.threads`` (bit-identical on every machine)."""
+    from attendome.clone.training import torch_threads
+
+    with torch_threads(params.embed.threads):
+        return _run_baselines(params, root)
+
+
+def _run_baselines(params, root: str = ".") -> dict:
+    """Write ``data/embeddings/{random,scores,rsa,depth,depth_stats,cloner}.parquet`` (the ``baselines`` stage).
 
     Returns:
         ``{method: (rows, dims)}`` for the log line.
     """
     from attendome.clone.model import BilinearCloner
     from attendome.core.io import load_tensors
-    from attendome.prep.store import load_attention
+    from attendome.prep.store import load_attention, load_attention_info
     from attendome.core.io import read_parquet, write_parquet
 
     index = read_parquet(f"{root}/data/embeddings/universal.parquet").query("seed == 0")[["model", "layer", "head"]]
     index = index.reset_index(drop=True)
     dim = params.embed.dim
     lp = params.leaderboard
-    out = {"random": random_embeddings(index, dim, lp.seed, params.embed.n_seeds),
-           "scores": score_embeddings(read_parquet(f"{root}/data/atlas.parquet"), index)}
+    out = {
+        "random": random_embeddings(index, dim, lp.seed, params.embed.n_seeds),
+        "scores": score_embeddings(read_parquet(f"{root}/data/atlas.parquet"), index),
+    }
     prompts = read_parquet(f"{root}/data/corpus/prompts.parquet")
     train = prompts[prompts.split == "train"].prompt_id.tolist()
     models = list(index["model"].drop_duplicates())
     maps = [load_attention(f"{root}/data/attention/{k}.safetensors")[0] for k in models]
     out["rsa"] = table(index, gram_pca(rsa_gram(maps, train), dim), 0)
+    n_layers = {k: load_attention_info(f"{root}/data/attention/{k}.safetensors")["n_layers"] for k in models}
+    out["depth"] = depth_embeddings(index, n_layers)
+    out["depth_stats"] = depth_stats_embeddings(index, n_layers, attention_stats(maps, train))
     del maps
     cloners = []
     per_seed: dict[int, dict[str, np.ndarray]] = {}
@@ -140,8 +216,15 @@ def run_baselines(params, root: str = ".") -> dict:
         for name in {n.split(".")[0] for n in w if n.startswith("s") and "." in n}:
             r = int(name[1:])
             H, d_in, rank = w[f"{name}.Q"].shape
-            c = BilinearCloner(H, d_in, rank, 0, (w[f"{name}.rel"].shape[1] - 1) // 2,
-                               prev_keys=w[f"{name}.K"].shape[1] == 2 * d_in)
+            c = BilinearCloner(
+                H,
+                d_in,
+                rank,
+                0,
+                (w[f"{name}.rel"].shape[1] - 1) // 2,
+                prev_keys=w[f"{name}.K"].shape[1] == 2 * d_in,
+                match_terms=f"{name}.match_w" in w,
+            )
             c.load_state_dict({p: w[f"{name}.{p}"] for p in c.state_dict()})
             per_seed.setdefault(r, {})[k] = c.invariants().detach().numpy()
     for r in sorted(per_seed):

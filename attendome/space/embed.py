@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import torch
 
 from attendome.clone.losses import mean_kl
 from attendome.clone.positional import mean_positional_pattern
@@ -108,10 +107,21 @@ def _run_embed(params: Params, progress: bool = True) -> dict:
                 per = evaluate_universal(enc, m, tp.batch_prompts, positional=mean_positional_pattern(m.train))
                 per.insert(3, "seed", r)
                 errors.append(per)
-            kl = {m.key: float(errors[-len(models) + i].query(
-                "method == 'model' and kind == 'all' and metric == 'kl'")["value"].mean()) for i, m in enumerate(models)}
-            tr.log_metrics({"best_epoch": res.best_epoch, "best_val_kl": res.best_val,
-                            **{f"heldout_kl.{k}": v for k, v in kl.items()}})
+            kl = {
+                m.key: float(
+                    errors[-len(models) + i]
+                    .query("method == 'model' and kind == 'all' and metric == 'kl'")["value"]
+                    .mean()
+                )
+                for i, m in enumerate(models)
+            }
+            tr.log_metrics(
+                {
+                    "best_epoch": res.best_epoch,
+                    "best_val_kl": res.best_val,
+                    **{f"heldout_kl.{k}": v for k, v in kl.items()},
+                }
+            )
         fits.append(res)
         t = embedding_table(models, {m.key: enc.embedding(m.key) for m in models})
         t.insert(3, "seed", r)
@@ -123,10 +133,22 @@ def _run_embed(params: Params, progress: bool = True) -> dict:
             transfer_rows.append(per)
             transfer_info.append(info)
     errors = pd.concat(errors, ignore_index=True)
-    save_tensors(weights, "models/universal.safetensors",
-                 {"info": json.dumps({"models": [m.key for m in models], "dim": tp.dim, "rank": tp.rank,
-                                      "n_seeds": tp.n_seeds, "prev_keys": tp.prev_keys,
-                                      "init_seeds": [seed_for("universal", tp.seed, r) for r in range(tp.n_seeds)]})})
+    save_tensors(
+        weights,
+        "models/universal.safetensors",
+        {
+            "info": json.dumps(
+                {
+                    "models": [m.key for m in models],
+                    "dim": tp.dim,
+                    "rank": tp.rank,
+                    "n_seeds": tp.n_seeds,
+                    "prev_keys": tp.prev_keys,
+                    "init_seeds": [seed_for("universal", tp.seed, r) for r in range(tp.n_seeds)],
+                }
+            )
+        },
+    )
     write_parquet(pd.concat(tables, ignore_index=True), "data/embeddings/universal.parquet")
     write_parquet(errors, "data/embed/errors.parquet")
     headline: dict = {"n_seeds": tp.n_seeds, "dim": tp.dim, "models": {}}
@@ -137,9 +159,16 @@ def _run_embed(params: Params, progress: bool = True) -> dict:
         headline["models"][m.key] = {k: v for k, v in h.items() if k not in ("best_epochs", "epochs_run")}
         details["models"][m.key] = {"by_kind": d["by_kind"], "by_head_type": d["by_head_type"]}
     headline["best_epochs"] = [f.best_epoch for f in fits]
-    details["history"] = [{"best_epoch": f.best_epoch, "best_val_kl": _r(f.best_val), "epochs_run": f.epochs_run,
-                           "max_val_rise": _r(f.max_val_rise, 4),
-                           "curve": [{k: _r(v, 6) for k, v in h.items()} for h in f.history]} for f in fits]
+    details["history"] = [
+        {
+            "best_epoch": f.best_epoch,
+            "best_val_kl": _r(f.best_val),
+            "epochs_run": f.epochs_run,
+            "max_val_rise": _r(f.max_val_rise, 4),
+            "curve": [{k: _r(v, 6) for k, v in h.items()} for h in f.history],
+        }
+        for f in fits
+    ]
     if tp.transfer_model:
         tr_per = pd.concat(transfer_rows, ignore_index=True)
         write_parquet(tr_per, "data/embed/transfer.parquet")
@@ -147,12 +176,15 @@ def _run_embed(params: Params, progress: bool = True) -> dict:
         h, _ = summarise_heads(tr_per, head_labels(key=k, positive=pos), fits)
         joint = headline["models"][k]
         kls = [i["heldout_kl"] for i in transfer_info]
-        headline["transfer"] = {"model": k, "heldout_kl": _r(np.mean(kls)),
-                                "heldout_kl_sd": _r(np.std(kls, ddof=1)) if len(kls) > 1 else None,
-                                "joint_heldout_kl": joint["heldout_kl"], "positional_kl": h["positional_kl"],
-                                "ratio_to_positional": h["ratio_to_positional"],
-                                "budget_updates_per_head": round(float(np.mean([i["budget_updates_per_head"]
-                                                                                for i in transfer_info])), 1)}
+        headline["transfer"] = {
+            "model": k,
+            "heldout_kl": _r(np.mean(kls)),
+            "heldout_kl_sd": _r(np.std(kls, ddof=1)) if len(kls) > 1 else None,
+            "joint_heldout_kl": joint["heldout_kl"],
+            "positional_kl": h["positional_kl"],
+            "ratio_to_positional": h["ratio_to_positional"],
+            "budget_updates_per_head": round(float(np.mean([i["budget_updates_per_head"] for i in transfer_info])), 1),
+        }
         details["transfer"] = transfer_info
     else:
         write_parquet(pd.DataFrame(), "data/embed/transfer.parquet")
@@ -168,6 +200,7 @@ def _run_embed(params: Params, progress: bool = True) -> dict:
         curves.to_csv(tmp, index=False)
     write_json(embed_metrics(headline), "metrics/embed.json")
     _, pooled = summarise_heads(errors, head_labels(positive=pos), fits)
-    plot_training(fits, pooled, "universal encoder (Phase 2, all models)", "plots/embed/training.png",
-                  predictor="universal")
+    plot_training(
+        fits, pooled, "universal encoder (Phase 2, all models)", "plots/embed/training.png", predictor="universal"
+    )
     return headline

@@ -9,6 +9,7 @@ attention, with the predictor of :mod:`attendome.clone.model`:
     Q_h = Q_0 + sum_k e_h[k] Q_k        K_h = K_0 + sum_k e_h[k] K_k     (d_in x r, d_k x r)
     s_h = s_0 + S e_h,  b_h = b_0 + c . e_h,  p_h = p_0 + P e_h,  w_h = w_0 + v . e_h
     c_h = c_0 + M e_h                   (the head's absolute-position code in the shared basis)
+    u_h = u_0 + U e_h                   (weights of the two match terms, when ``match_terms``)
 
 The absolute-position basis (``mu``, ``B_1..B_P``) is that of :func:`attendome.clone.model.positional_basis`
 over the training prompts of *all* models (pooled), fixed. Warm start, from training data only: the
@@ -82,7 +83,7 @@ class UniversalEncoder(nn.Module):
     """
 
     def __init__(self, head_counts: dict[str, int], d_in: int, rank: int, dim: int, max_offset: int,
-                 seed: int = 0, prev_keys: bool = True, basis: tuple | None = None):
+                 seed: int = 0, prev_keys: bool = True, basis: tuple | None = None, match_terms: bool = False):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.rank, self.dim = rank, dim
@@ -100,6 +101,8 @@ class UniversalEncoder(nn.Module):
         self.Pb = nn.Parameter(torch.zeros(dim, 2 * max_offset + 1))
         self.w0 = nn.Parameter(torch.ones(()))
         self.wb = nn.Parameter(torch.zeros(dim))
+        self.u0 = nn.Parameter(torch.zeros(2)) if match_terms else None
+        self.Ub = nn.Parameter(torch.zeros(dim, 2)) if match_terms else None
         emb = {k: torch.randn(n, dim, generator=g) * 0.1 for k, n in head_counts.items()}
         self.has_positions = basis is not None
         if basis is not None:
@@ -139,7 +142,8 @@ class UniversalEncoder(nn.Module):
         rel = self.p0 + e @ self.Pb  # (H, 2R+1)
         w = self.w0 + e @ self.wb  # (H,)
         c = self.c0 + e @ self.Mb if self.has_positions else None  # (H, P)
-        return Q, K, sw, sb, rel, w, c
+        u = self.u0 + e @ self.Ub if self.u0 is not None else None  # (H, 2)
+        return Q, K, sw, sb, rel, w, c, u
 
     def forward(self, key: str, batch: Batch, heads: torch.Tensor | None = None,
                 emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,9 +151,9 @@ class UniversalEncoder(nn.Module):
         e = emb if emb is not None else self.emb[_pkey(key)]
         if heads is not None:
             e = e[heads]
-        Q, K, sw, sb, rel, w, c = self.head_maps(e)
+        Q, K, sw, sb, rel, w, c, u = self.head_maps(e)
         ab = absolute_bias(self.pos_mu, self.pos_basis, c, batch.Z.shape[1]) if c is not None else None
-        return bilinear_logprobs(batch.Z, Q, K, sw, sb, batch.valid, rel, batch.logn, w, ab)
+        return bilinear_logprobs(batch.Z, Q, K, sw, sb, batch.valid, rel, batch.logn, w, ab, batch.match, u)
 
     def embedding(self, key: str) -> torch.Tensor:
         return self.emb[_pkey(key)].detach()
@@ -178,7 +182,7 @@ def train_universal(models: list[ModelData], tp, seed: int, tracker=None, progre
         sizes = np.cumsum([0] + [m.n for m in models])
         basis = (mu, B, {m.key: coef[a:b] for m, a, b in zip(models, sizes[:-1], sizes[1:])})
     enc = UniversalEncoder({m.key: m.n for m in models}, d_in, tp.rank, tp.dim, tp.max_offset, seed, tp.prev_keys,
-                           basis)
+                           basis, tp.match_terms)
     weights = np.array([m.n for m in models], dtype=float)
     weights /= weights.sum()
     steps = max(len(length_batches(m.train, tp.batch_prompts, np.random.default_rng(0))) for m in models)

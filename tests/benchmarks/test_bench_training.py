@@ -21,7 +21,9 @@ TP = TrainParams(rank=8, epochs=2, position_dims=0, batch_prompts=16, position_c
 @pytest.fixture(scope="module")
 def data():
     d = synthetic_data(64, N_HEADS, d=32)
-    return SegmentData(d.prompt_ids[:48], d.Z[:48], d.A[:48], True), SegmentData(d.prompt_ids[48:], d.Z[48:], d.A[48:], True)
+    return SegmentData(d.prompt_ids[:48], d.Z[:48], d.A[:48], True), SegmentData(
+        d.prompt_ids[48:], d.Z[48:], d.A[48:], True
+    )
 
 
 def test_bench_training_clone_all_heads_batched(benchmark, data):
@@ -34,8 +36,8 @@ def test_bench_training_clone_one_head_at_a_time(benchmark, data):
 
     def loop():
         for h in range(N_HEADS):
-            one = SegmentData(train.prompt_ids, train.Z, [a[h:h + 1] for a in train.A], True)
-            one_val = SegmentData(val.prompt_ids, val.Z, [a[h:h + 1] for a in val.A], True)
+            one = SegmentData(train.prompt_ids, train.Z, [a[h : h + 1] for a in train.A], True)
+            one_val = SegmentData(val.prompt_ids, val.Z, [a[h : h + 1] for a in val.A], True)
             train_cloner(one, one_val, TP, 1, seed=h, progress=False)
 
     benchmark.pedantic(loop, rounds=1, iterations=1)

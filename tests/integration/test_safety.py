@@ -109,8 +109,12 @@ def test_multi_part_file_is_reverified_on_every_use(cache, dists):
     parts = {"pk/p0.bin": b"part-zero;" * 100, "pk/p1.bin": b"part-one;" * 100}
     fake_dist(dists, "fake-weights", parts)
     sha = hashlib.sha256(b"".join(parts.values())).hexdigest()
-    spec = ModelSpec(source="bundled", format="gguf", sha256=sha,
-                     files=[{"dist": "fake-weights", "path": "pk/p0.bin"}, {"dist": "fake-weights", "path": "pk/p1.bin"}])
+    spec = ModelSpec(
+        source="bundled",
+        format="gguf",
+        sha256=sha,
+        files=[{"dist": "fake-weights", "path": "pk/p0.bin"}, {"dist": "fake-weights", "path": "pk/p1.bin"}],
+    )
     out = SRC._assemble("fake", spec)
     assert out.read_bytes() == b"".join(parts.values())
     with open(out, "r+b") as f:
@@ -128,9 +132,14 @@ def test_hf_dir_hashes_every_file(dists):
     files = {"pk/model/model.safetensors": b"weights", "pk/model/config.json": b'{"num_hidden_layers": 6}'}
     fake_dist(dists, "fake-encoder", files)
     d = dists / "pk/model"
-    spec = ModelSpec(source="bundled", format="hf_dir", checked_file="model.safetensors",
-                     sha256=hashlib.sha256(b"weights").hexdigest(), tree_sha256=C.tree_sha256(d),
-                     files=[{"dist": "fake-encoder", "path": "pk/model"}])
+    spec = ModelSpec(
+        source="bundled",
+        format="hf_dir",
+        checked_file="model.safetensors",
+        sha256=hashlib.sha256(b"weights").hexdigest(),
+        tree_sha256=C.tree_sha256(d),
+        files=[{"dist": "fake-encoder", "path": "pk/model"}],
+    )
     assert M.resolve_weights("enc", spec)[0] == str(d)
     (d / "config.json").write_text('{"num_hidden_layers": 3}')  # an edited config must not load
     with pytest.raises(M.ModelUnavailableError, match="tree sha256"):
@@ -166,14 +175,23 @@ def test_dvc_ignores_temp_files():
 def test_expected_errors_are_one_line_with_status_2(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text((ROOT / "params.yaml").read_text().replace("heads:\n", "head:\n", 1))
-    res = subprocess.run([sys.executable, str(ROOT / "stages/heads.py"), "smollm2-135m", "--params", str(bad)],
-                         capture_output=True, text=True, cwd=tmp_path,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "stages/heads.py"), "smollm2-135m", "--params", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert res.returncode == 2
     assert res.stderr.startswith("error: invalid params.yaml") and "Traceback" not in res.stderr
     assert "did you mean 'heads'" in res.stderr
-    res = subprocess.run([sys.executable, str(ROOT / "stages/atlas.py"), "--params", str(ROOT / "params.yaml")],
-                         capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "stages/atlas.py"), "--params", str(ROOT / "params.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert res.returncode == 2 and "not found: run the stage that produces it" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -185,11 +203,14 @@ def test_trust_remote_code_warns_with_the_model_name(tmp_path):
     model, tok = build_tiny_induction_gpt2()
     model.save_pretrained(tmp_path / "tiny")
     tok.save_pretrained(tmp_path / "tiny")
-    params = parse_params({"models": {"tiny-local": {"source": "local", "path": str(tmp_path / "tiny"),
-                                                     "trust_remote_code": True}},
-                           "heads": {"scorers": ["induction"]},
-                           "atlas": {"thresholds": {"induction": {"high": 0.7, "medium": 0.35}}},
-                           "features": {"encoder": str(tmp_path)}})
+    params = parse_params(
+        {
+            "models": {"tiny-local": {"source": "local", "path": str(tmp_path / "tiny"), "trust_remote_code": True}},
+            "heads": {"scorers": ["induction"]},
+            "atlas": {"thresholds": {"induction": {"high": 0.7, "medium": 0.35}}},
+            "features": {"encoder": str(tmp_path)},
+        }
+    )
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         M.load_model("tiny-local", params)
@@ -240,10 +261,15 @@ def test_a_corrupted_dequantized_cache_is_rebuilt_and_scores_do_not_change(cache
 def test_the_socket_guard_records_connection_attempts(tmp_path):
     # the e2e tier asserts that `dvc repro` makes no connection; check that the guard would see one
     log = tmp_path / "sockets.log"
-    code = ("import socket\ns = socket.socket()\ns.settimeout(0.2)\ntry:\n    s.connect(('10.255.255.1', 9))\n"
-            "except OSError:\n    pass\n")
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   env=dict(os.environ, PYTHONPATH=str(ROOT / "tests/socket_guard"), ATTENDOME_SOCKET_LOG=str(log)))
+    code = (
+        "import socket\ns = socket.socket()\ns.settimeout(0.2)\ntry:\n    s.connect(('10.255.255.1', 9))\n"
+        "except OSError:\n    pass\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "tests/socket_guard"), ATTENDOME_SOCKET_LOG=str(log)),
+    )
     assert "connect ('10.255.255.1', 9)" in log.read_text()
 
 
@@ -253,8 +279,9 @@ def test_model_dependent_ranges_are_checked_before_the_weights_load():
     from attendome.core.params import ParamsError, load_params
 
     p = load_params(ROOT / "params.yaml")
-    long_probe = p.model_copy(update={"heads": p.heads.model_copy(
-        update={"probe": p.heads.probe.model_copy(update={"seq_len": 300})})})
+    long_probe = p.model_copy(
+        update={"heads": p.heads.model_copy(update={"probe": p.heads.probe.model_copy(update={"seq_len": 300})})}
+    )
     with pytest.raises(ParamsError, match=r"heads\.probe\.seq_len: 300 makes 602-token sequences, beyond the 512"):
         M.check_params_against_config("minilm-l6", long_probe, heads=True)
     M.check_params_against_config("minilm-l6", p, heads=True)  # retrieval is n/a for an encoder: no limit

@@ -176,8 +176,12 @@ def planted_models(n_models=3, heads_per_type=2, n_prompts=90, d=10, seed=0, odd
     out, types = [], {}
     for mi in range(n_models):
         key = f"m{mi}"
-        Q = torch.stack([base[t][0] + 0.1 * torch.randn(d, 4, generator=g) for t in range(TYPES) for _ in range(heads_per_type)])
-        K = torch.stack([base[t][1] + 0.1 * torch.randn(d, 4, generator=g) for t in range(TYPES) for _ in range(heads_per_type)])
+        Q = torch.stack(
+            [base[t][0] + 0.1 * torch.randn(d, 4, generator=g) for t in range(TYPES) for _ in range(heads_per_type)]
+        )
+        K = torch.stack(
+            [base[t][1] + 0.1 * torch.randn(d, 4, generator=g) for t in range(TYPES) for _ in range(heads_per_type)]
+        )
         H = len(Q)
         A = []
         for z in Zs:
@@ -202,8 +206,20 @@ def planted_models(n_models=3, heads_per_type=2, n_prompts=90, d=10, seed=0, odd
 def test_universal_encoder_recovers_planted_types_and_flags_the_odd_head():
     torch.manual_seed(0)
     models, types = planted_models()
-    tp = EmbedParams(dim=8, rank=8, epochs=40, lr=0.02, heads_per_batch=8, batch_prompts=10, position_dims=0,
-                     max_offset=4, prev_keys=False, patience=40, weight_decay=0.0, position_components=0)
+    tp = EmbedParams(
+        dim=8,
+        rank=8,
+        epochs=40,
+        lr=0.02,
+        heads_per_batch=8,
+        batch_prompts=10,
+        position_dims=0,
+        max_offset=4,
+        prev_keys=False,
+        patience=40,
+        weight_decay=0.0,
+        position_components=0,
+    )
     enc, res, updates = train_universal(models, tp, seed=0, progress=False)
     assert res.best_epoch == int(np.argmin([h["val_kl"] for h in res.history]))
     assert all(u.sum() > 0 for u in updates.values())
@@ -223,3 +239,80 @@ def test_universal_encoder_recovers_planted_types_and_flags_the_odd_head():
         mods += [m.key] * m.n
     _, flagged = flag_outliers(np.concatenate(ratios), np.array(mods), 3.5, 0.0)
     assert flagged[t == -1].all() and flagged.sum() == 1
+
+
+def test_paired_differences_against_a_hand_computed_case():
+    # two methods on the same 4 queries of 2 models: universal AP 1, 1, 0.5, 0.5; rsa 0.5 everywhere.
+    # Per-query differences 0.5, 0.5, 0, 0 -> mean 0.25; every query of model a gains 0.5 and of b
+    # none, so the by-model bootstrap CI spans [0, 0.5] and cannot exclude 0
+    from attendome.board.run import paired_differences
+
+    heads = pd.DataFrame({"model": ["a", "a", "b", "b"], "layer": [0, 1, 0, 1], "head": [0, 0, 0, 0]})
+    rows = []
+    for m, aps in (("universal", [1, 1, 0.5, 0.5]), ("rsa", [0.5] * 4)):
+        for h, ap in zip(heads.itertuples(), aps):
+            rows.append(
+                dict(
+                    method=m,
+                    head_type="induction",
+                    seed=0,
+                    scope="all",
+                    model=h.model,
+                    layer=h.layer,
+                    head=h.head,
+                    ap=ap,
+                )
+            )
+    q = pd.DataFrame(rows)
+    meta = heads.assign(cluster=[f"{r.model}|{r.layer}|0" for r in heads.itertuples()])
+    lp = LeaderboardParams(n_boot=500)
+    d = paired_differences(q, meta, ["induction"], lp)["induction"]["universal-rsa"]
+    assert d["mean"] == 0.25 and d["n_queries"] == 4
+    lo, hi = d["ci95_by_model"]
+    assert lo == 0.0 and hi == 0.5
+    lo, hi = d["ci95_by_kv_group"]  # 4 clusters of one query: a finer resampling, inside [0, 0.5]
+    assert 0.0 <= lo < 0.25 < hi <= 0.5
+
+
+def test_kv_groups_cluster_the_query_heads_that_share_keys():
+    from attendome.board.run import head_meta
+    from attendome.core.params import load_params
+
+    params = load_params("params.yaml")
+    idx = pd.DataFrame(
+        {"model": ["qwen25-coder-05b"] * 4 + ["minilm-l6"] * 2, "layer": [3] * 6, "head": [0, 6, 7, 13, 0, 1]}
+    )
+    atlas = pd.DataFrame(columns=["model", "layer", "head", "score_name", "label"])
+    meta = head_meta(params, idx, atlas, {"qwen25-coder-05b": (14, 2), "minilm-l6": (12, 12)})
+    # Qwen2.5-0.5B: 14 query heads share 2 KV heads (7 each); MiniLM: every head its own group
+    assert list(meta.cluster) == [
+        "qwen25-coder-05b|3|0",
+        "qwen25-coder-05b|3|0",
+        "qwen25-coder-05b|3|1",
+        "qwen25-coder-05b|3|1",
+        "minilm-l6|3|0",
+        "minilm-l6|3|1",
+    ]
+
+
+def test_trivial_baselines_code_depth_and_attention_habits():
+    from attendome.space.baselines import attention_stats, depth_embeddings, depth_features, depth_stats_embeddings
+
+    f = depth_features(np.array([0.0, 0.1, 0.9, 1.0]))
+    c = f / np.linalg.norm(f, axis=1, keepdims=True)
+    sim = c @ c.T
+    assert sim[0, 1] > sim[0, 2] > 0 and sim[2, 3] > sim[1, 3]  # nearer depths are more similar
+    idx = pd.DataFrame({"model": ["m"] * 2, "layer": [0, 3], "head": [0, 0]})
+    e = depth_embeddings(idx, {"m": 4})
+    assert np.allclose(e.filter(like="e_").to_numpy(), depth_features(np.array([0.0, 1.0])))
+    # head 0: all mass on the sink; head 1: all on the previous segment (the sink for the first row)
+    S = 5
+    a = torch.zeros(2, S, S + 1)
+    a[0, :, 0] = 1
+    a[1, 0, 0] = 1
+    for i in range(1, S):
+        a[1, i, i] = 1
+    st = attention_stats([{"p": a}], ["p"])
+    assert np.allclose(st[0], [1.0, 0.0, 0.0]) and np.allclose(st[1], [0.2, 1.0, 0.0])
+    both = depth_stats_embeddings(idx, {"m": 4}, st)
+    assert {"e_sink", "e_previous", "e_entropy"} <= set(both.columns)

@@ -135,8 +135,18 @@ def test_previous_segment_keys_make_induction_expressible():
     train, val, held = _split(data, 0, 100), _split(data, 100, 125), _split(data, 125, 150)
     kls = {}
     for prev in (False, True):
-        tp = TrainParams(rank=8, epochs=40, lr=0.03, batch_prompts=16, position_dims=0, prev_keys=prev, patience=40,
-                         max_offset=2, position_components=0)
+        tp = TrainParams(
+            rank=8,
+            epochs=40,
+            lr=0.03,
+            batch_prompts=16,
+            position_dims=0,
+            prev_keys=prev,
+            patience=40,
+            match_terms=False,
+            max_offset=2,
+            position_components=0,
+        )
         model, _ = train_cloner(train, val, tp, 1, seed=seed_for("induction", 0), progress=False)
         kls[prev] = mean_kl(model, held, 16)
     assert kls[True] < 0.3 * kls[False], kls
@@ -182,8 +192,15 @@ def test_learning_rate_schedule_warms_up_then_decays():
 def test_gradients_are_clipped():
     w = torch.nn.Parameter(torch.zeros(3))
     tp = TrainParams(epochs=1, lr=1.0, grad_clip=0.5, warmup_epochs=0, weight_decay=0.0)
-    res = fit([w], lambda rng: [lambda: ((w - 100.0).pow(2).sum(), 0.0, 1)], 1, lambda: 0.0, tp,
-              np.random.default_rng(0), progress=False)
+    res = fit(
+        [w],
+        lambda rng: [lambda: ((w - 100.0).pow(2).sum(), 0.0, 1)],
+        1,
+        lambda: 0.0,
+        tp,
+        np.random.default_rng(0),
+        progress=False,
+    )
     assert res.history[0]["grad_norm"] > 100  # the norm before clipping is recorded
     # Adam's first step has size ~lr whatever the gradient, so check the clipped gradient instead
     w.grad = None
@@ -200,8 +217,9 @@ def test_evaluation_reports_kinds_and_target_mass():
     data.ind = [repeat_targets(t)[0] for t in texts]
     data.dup = [repeat_targets(t)[1] for t in texts]
     # the "model" is the truth itself: its target mass equals the true one, its KL is ~0
-    per = evaluate_heads(lambda b: torch.log(b.A.clamp_min(1e-12)), data, 1, positional=None,
-                         methods=("model", "uniform"))
+    per = evaluate_heads(
+        lambda b: torch.log(b.A.clamp_min(1e-12)), data, 1, positional=None, methods=("model", "uniform")
+    )
     assert set(per.kind) == {"all", "prose", "repeat"}
     m = per.set_index(["method", "kind", "metric"])["value"]
     assert m[("true", "repeat", "ind_mass")] == pytest.approx(1.0)
@@ -211,8 +229,16 @@ def test_evaluation_reports_kinds_and_target_mass():
 
 def test_token_count_bias_shifts_mass_to_longer_segments():
     S = 4
-    b = pad_batch(SegmentData(["p"], [torch.zeros(S, 2)], [torch.full((1, S, S + 1), 1 / (S + 1))], False,
-                              [torch.log(torch.tensor([1.0, 1.0, 3.0, 1.0, 1.0]))]), [0])
+    b = pad_batch(
+        SegmentData(
+            ["p"],
+            [torch.zeros(S, 2)],
+            [torch.full((1, S, S + 1), 1 / (S + 1))],
+            False,
+            [torch.log(torch.tensor([1.0, 1.0, 3.0, 1.0, 1.0]))],
+        ),
+        [0],
+    )
     m = BilinearCloner(1, 2, 2, 0, prev_keys=False)
     with torch.no_grad():
         m.Q.zero_()
@@ -272,3 +298,49 @@ def test_max_rise_detects_a_spike():
     assert max_rise([0.5, 0.4, 0.3]) == 0.0
     assert max_rise([0.5, 0.4, 0.44, 0.3]) == pytest.approx(0.1)
     assert max_rise([0.47, 0.469, 1.081]) == pytest.approx(1.081 / 0.469 - 1)  # the diverged run of the review
+
+
+def planted_induction(n_prompts: int, d: int = 32, vocab: int = 40, seed: int = 0):
+    """Prompts ``w_1..w_L w_1..w_L`` of random words (random ``d``-dim vectors, ``L`` drawn in 4..9 so
+    that no fixed offset or position finds the target) and one induction head: every second-copy query
+    ``I`` puts all its mass on the segment after the earlier copy of its word, every other row on the
+    sink."""
+    words = torch.randn(vocab, d, generator=torch.Generator().manual_seed(1234))  # one vocabulary for all splits
+    g = torch.Generator().manual_seed(seed)
+    Z, A = [], []
+    for _ in range(n_prompts):
+        L = int(torch.randint(4, 10, (1,), generator=g))
+        ids = torch.randperm(vocab, generator=g)[:L]
+        z = words[torch.cat([ids, ids])]  # (2L, d)
+        S = 2 * L
+        a = torch.zeros(1, S, S + 1)
+        a[0, :, 0] = 1.0
+        for i in range(L, S):
+            a[0, i, 0] = 0.0
+            a[0, i, 1 + (i - L + 1)] = 1.0
+        Z.append(z)
+        A.append(a)
+    return SegmentData([f"p{i}" for i in range(n_prompts)], Z, A, True)
+
+
+def test_only_the_match_terms_reproduce_a_planted_induction_head():
+    # no rank-2 bilinear form (keys with the previous segment, as always) can say "after the same
+    # word" for 40 random words at once; one weight on the ready-made match term can
+    train, val, test = planted_induction(96, seed=0), planted_induction(24, seed=1), planted_induction(48, seed=2)
+    kl = {}
+    for match in (False, True):
+        tp = TrainParams(
+            rank=2,
+            epochs=40,
+            lr=0.05,
+            position_dims=0,
+            position_components=0,
+            prev_keys=True,
+            match_terms=match,
+            patience=40,
+            weight_decay=0.0,
+        )
+        model, _ = train_cloner(train, val, tp, 1, seed=0, progress=False)
+        kl[match] = mean_kl(model, test, 16)
+    assert kl[True] < 0.25 * kl[False], kl
+    assert kl[True] < 0.2, kl
