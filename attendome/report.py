@@ -3,7 +3,7 @@
 ``reports/report.md`` is written from ``metrics/leaderboard.json`` (the committed full leaderboard), and
 the README's numbers section is the same text between the markers ``<!-- report:begin -->`` and
 ``<!-- report:end -->`` (``python -m attendome.report --readme README.md`` rewrites it;
-``tests/test_report.py`` fails when the two disagree), so the README can never drift from the
+``tests/integration/test_everyday.py`` fails when the two disagree), so the README can never drift from the
 metrics. Numbers are printed as stored; nothing here computes science.
 """
 

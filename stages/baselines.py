@@ -1,6 +1,6 @@
 """DVC stage `baselines`: random, score-vector, RSA and cloner baseline embeddings."""
 
-from attendome.space.baselines import run_baselines
+from attendome.space.methods import run_baselines
 from attendome.stage import run_stage, say, stage_args
 
 

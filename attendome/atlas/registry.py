@@ -1,6 +1,6 @@
 """Registry of head scorers, keyed by head type (the mechanism only; scorers live in their modules).
 
-A scorer turns what a model does into one number per head. Three kinds exist:
+A scorer turns what a model does into one number per head. Four kinds exist:
 
 * ``pattern`` scorers are pure functions of one layer's attention probabilities on the
   repeated-random-token probe: ``fn(attn, layout) -> per-sequence scores``, with

@@ -23,6 +23,7 @@ import pandas as pd
 from attendome.core.io import read_json, read_parquet, write_json, write_parquet
 from attendome.core.params import Params
 from attendome.prep.store import load_attention_info
+from attendome.space.methods import METHODS as REGISTRY
 from attendome.board.metrics import (bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
                                      lomo_classification, permutation_null_map, retrieval_queries, SCOPES,
                                      summarise_queries)
@@ -30,9 +31,10 @@ from attendome.board.metrics import (bootstrap_ci, correspondence, cosine_matrix
 __all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "paired_differences", "method_metrics",
            "run_leaderboard"]
 
-# every embedding method the leaderboard scores: learned (universal, cloner), a non-learned similarity
-# (rsa), hand-crafted (scores), trivial (depth, depth_stats: what a learned space must beat) and chance
-METHODS = ("universal", "cloner", "rsa", "scores", "depth", "depth_stats", "random")
+# every embedding method the leaderboard scores, in registry order (attendome.space.methods): learned
+# (universal, cloner), a non-learned similarity (rsa), hand-crafted (scores), trivial (depth,
+# depth_stats: what a learned space must beat) and chance (random)
+METHODS = tuple(REGISTRY)
 HEAD = ["model", "layer", "head"]
 
 
@@ -106,7 +108,7 @@ def fit_transform(X: np.ndarray, fit_mask: np.ndarray, model: np.ndarray, dim: i
 
 def _columns(table: pd.DataFrame, method: str, typ: str, mechanisms) -> list[str]:
     cols = [c for c in table.columns if c.startswith("e_")]
-    if method != "scores":
+    if not REGISTRY[method].leave_out_mechanism:
         return cols
     group = next((set(g) for g in mechanisms if typ in g), {typ})
     return [c for c in cols if c[len("e_") :] not in group]

@@ -41,7 +41,6 @@ __all__ = [
     "rsa_gram",
     "gram_pca",
     "cloner_embeddings",
-    "run_baselines",
 ]
 
 
@@ -171,65 +170,3 @@ def cloner_embeddings(per_model: dict[str, np.ndarray], index: pd.DataFrame, dim
     X = np.concatenate([per_model[m] for m in index["model"].drop_duplicates()], axis=0)
     X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
     return table(index, pca(X, dim), seed)
-
-
-def run_baselines(params, root: str = ".") -> dict:
-    """:func:`_run_baselines` on the fixed thread count ``embed.threads`` (bit-identical on every machine)."""
-    from attendome.clone.training import torch_threads
-
-    with torch_threads(params.embed.threads):
-        return _run_baselines(params, root)
-
-
-def _run_baselines(params, root: str = ".") -> dict:
-    """Write ``data/embeddings/{random,scores,rsa,depth,depth_stats,cloner}.parquet`` (the ``baselines`` stage).
-
-    Returns:
-        ``{method: (rows, dims)}`` for the log line.
-    """
-    from attendome.clone.model import BilinearCloner
-    from attendome.core.io import load_tensors
-    from attendome.prep.store import load_attention, load_attention_info
-    from attendome.core.io import read_parquet, write_parquet
-
-    index = read_parquet(f"{root}/data/embeddings/universal.parquet").query("seed == 0")[["model", "layer", "head"]]
-    index = index.reset_index(drop=True)
-    dim = params.embed.dim
-    lp = params.leaderboard
-    out = {
-        "random": random_embeddings(index, dim, lp.seed, params.embed.n_seeds),
-        "scores": score_embeddings(read_parquet(f"{root}/data/atlas.parquet"), index),
-    }
-    prompts = read_parquet(f"{root}/data/corpus/prompts.parquet")
-    train = prompts[prompts.split == "train"].prompt_id.tolist()
-    models = list(index["model"].drop_duplicates())
-    maps = [load_attention(f"{root}/data/attention/{k}.safetensors")[0] for k in models]
-    out["rsa"] = table(index, gram_pca(rsa_gram(maps, train), dim), 0)
-    n_layers = {k: load_attention_info(f"{root}/data/attention/{k}.safetensors")["n_layers"] for k in models}
-    out["depth"] = depth_embeddings(index, n_layers)
-    out["depth_stats"] = depth_stats_embeddings(index, n_layers, attention_stats(maps, train))
-    del maps
-    cloners = []
-    per_seed: dict[int, dict[str, np.ndarray]] = {}
-    for k in models:
-        w, meta = load_tensors(f"{root}/models/cloners/{k}.safetensors")
-        for name in {n.split(".")[0] for n in w if n.startswith("s") and "." in n}:
-            r = int(name[1:])
-            H, d_in, rank = w[f"{name}.Q"].shape
-            c = BilinearCloner(
-                H,
-                d_in,
-                rank,
-                0,
-                (w[f"{name}.rel"].shape[1] - 1) // 2,
-                prev_keys=w[f"{name}.K"].shape[1] == 2 * d_in,
-                match_terms=f"{name}.match_w" in w,
-            )
-            c.load_state_dict({p: w[f"{name}.{p}"] for p in c.state_dict()})
-            per_seed.setdefault(r, {})[k] = c.invariants().detach().numpy()
-    for r in sorted(per_seed):
-        cloners.append(cloner_embeddings(per_seed[r], index, dim, r))
-    out["cloner"] = pd.concat(cloners, ignore_index=True)
-    for name, t in out.items():
-        write_parquet(t, f"{root}/data/embeddings/{name}.parquet")
-    return {name: (len(t), sum(c.startswith("e_") for c in t.columns)) for name, t in out.items()}
