@@ -23,22 +23,10 @@ board), and each stage's code dependencies in ``dvc.yaml`` are exactly the modul
 ``tests/unit/test_layout.py`` checks the direction of every import and that there is no circle.
 """
 
-import os as _os
-import sys as _sys
-
 __version__ = "0.1.0"
 
-# Bit-identical numbers on every x86 machine and thread count: torch's own vectorised kernels and
-# MKL's BLAS take their AVX2 code paths everywhere (AVX-512 machines would otherwise take other ones,
-# and MKL's reductions would depend on the thread count). Measured on the project's 2-core machines:
-# no slower; the same bytes at 1 and 2 threads (tests/unit/test_determinism.py). Both are read once,
-# when torch loads: set them yourself (e.g. ATEN_CPU_CAPABILITY=avx512) to trade this for speed.
+# Bit-identical training on every x86 machine: the training stages (clone, embed, baselines) run with
+# torch's vectorised kernels and MKL's BLAS on their AVX2 code paths (dvc.yaml sets these in their
+# commands; AVX-512 machines would otherwise take other paths, and MKL's reductions would follow the
+# thread count). Forward passes keep the fastest kernels: their outputs already agree across machines.
 REPRODUCIBLE_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
-if "torch" in _sys.modules and any(k not in _os.environ for k in REPRODUCIBLE_CPU):
-    import warnings as _warnings
-
-    _warnings.warn("torch was imported before attendome: CPU results may differ in the last bits between "
-                   "machines and thread counts (set " + " ".join(f"{k}={v}" for k, v in REPRODUCIBLE_CPU.items())
-                   + " before starting Python, or import attendome first)", stacklevel=2)
-for _k, _v in REPRODUCIBLE_CPU.items():
-    _os.environ.setdefault(_k, _v)

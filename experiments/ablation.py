@@ -30,7 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import attendome  # noqa: E402,F401  (first: pins the CPU kernels before torch loads)
+import os  # noqa: E402
+
+from attendome import REPRODUCIBLE_CPU  # noqa: E402
+
+for _k, _v in REPRODUCIBLE_CPU.items():  # before torch loads: the kernels of the training stages
+    os.environ.setdefault(_k, _v)
 
 
 def _induction_mass(per, heads, n_heads):

@@ -1,6 +1,7 @@
 """Unit tier: training gives the same bytes in two processes with different thread counts (the fixed
 thread count of the training params, :func:`attendome.clone.training.torch_threads`, and the CPU kernels
-``attendome/__init__.py`` pins), and nothing run-dependent enters its history."""
+that dvc.yaml pins for the training stages, ``attendome.REPRODUCIBLE_CPU``), and nothing run-dependent
+enters its history."""
 
 import json
 import subprocess
@@ -10,7 +11,6 @@ from tests.conftest import ROOT
 
 SCRIPT = r"""
 import hashlib, json, sys
-import attendome  # first, as every stage does: it pins the CPU kernels before torch loads
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 from attendome.clone.data import SegmentData
@@ -31,8 +31,13 @@ print(json.dumps({"threads": torch.get_num_threads(), "sha": hashlib.sha256(blob
 
 
 def _run(threads: int) -> dict:
+    import os
+
+    from attendome import REPRODUCIBLE_CPU
+
+    env = dict(os.environ, **REPRODUCIBLE_CPU)  # as dvc.yaml runs the training stages
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(threads)], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
