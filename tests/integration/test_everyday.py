@@ -33,7 +33,9 @@ def test_unknown_name_fails_fast_listing_the_known_keys(tmp_path):
             "    print(type(e).__name__, round(time.perf_counter() - t0, 2), e)\n")
     res = _py(code, tmp_path, HF_HUB_OFFLINE="1")
     name, seconds, msg = res.stdout.split(" ", 2)
-    assert name == "ModelUnavailableError" and float(seconds) < 2.0
+    # seconds, not minutes of hub retries (the import of transformers inside counts: about 1 s on an idle
+    # 2-core machine, 5 s beside a training stage), so the bound is loose
+    assert name == "ModelUnavailableError" and float(seconds) < 15.0
     assert "smollm2-135m" in msg and "gemma3-270m" in msg and "org/name" in msg
     assert "packaged defaults" in res.stderr  # says which catalogue it used
 
