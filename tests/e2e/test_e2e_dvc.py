@@ -91,7 +91,9 @@ def test_phase1_and_phase2_outputs(repo):
         seeds |= set(info["init_seeds"])
     assert len(seeds) == 2 * len(TINY_MODELS)  # no two models (or replicates) start from the same weights
     board = json.loads((d / "metrics/leaderboard.json").read_text())
-    assert set(board["methods"]) == {"universal", "random", "scores", "rsa", "cloner"}
+    assert set(board["methods"]) == {"universal", "random", "scores", "rsa", "cloner", "depth", "depth_stats"}
+    assert set(board["differences"]["induction" if "induction" in board["types"] else board["types"][0]]) >= {
+        "universal-rsa", "universal-depth_stats"}
     assert set(board["reconstruction"]) == set(TINY_MODELS)
     q = pd.read_parquet(d / "data/leaderboard/queries.parquet")
     assert {"method", "head_type", "seed", "scope", "ap", "ap_chance"} <= set(q.columns)

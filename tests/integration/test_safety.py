@@ -209,6 +209,7 @@ def test_trust_remote_code_warns_with_the_model_name(tmp_path):
             "heads": {"scorers": ["induction"]},
             "atlas": {"thresholds": {"induction": {"high": 0.7, "medium": 0.35}}},
             "features": {"encoder": str(tmp_path)},
+            "embed": {"transfer_model": None},  # the packaged default (gemma3-270m) is not run here
         }
     )
     with warnings.catch_warnings(record=True) as w:
