@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -528,10 +530,50 @@ _SECTIONS = ("models", "catalog", "presets", "heads", "atlas", "corpus", "featur
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        parts = tuple(p for p in e["loc"] if p not in ("function-after",))
+        loc = ".".join(str(p) for p in parts)
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and parts:
+            fields = _fields_at(Params, parts[:-1])
+            if fields is not None:
+                msg = f"unknown key{_did_you_mean(str(parts[-1]), fields)}; known: {sorted(fields)}"
         lines.append(f"  {loc or '<root>'}: {msg}")
     return "invalid params.yaml:\n" + "\n".join(lines)
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str] | None:
+    """Field names of the params object found at ``path`` below ``model`` (None if not a params object).
+
+    Walks field annotations: a nested params class, ``dict[str, X]`` (one path element for the key),
+    ``list[X]`` (one for the index) and ``X | None``. Used for the did-you-mean of a nested unknown key
+    (``embed.patiance`` -> ``patience``).
+    """
+    tp: Any = model
+    for step in path:
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        if origin in (dict, list, tuple):
+            tp = typing.get_args(tp)[-1 if origin is dict else 0]
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and str(step) in tp.model_fields:
+            tp = tp.model_fields[str(step)].annotation
+        else:
+            return None
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> X; ``X | None`` -> X (the first params class of a union)."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else args[0]
+        else:
+            return tp
 
 
 def _did_you_mean(word: str, options) -> str:

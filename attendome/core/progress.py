@@ -42,14 +42,15 @@ class _Lines:
 
     def __iter__(self) -> Iterator[T]:
         t0 = last = time.perf_counter()
-        n = 0
+        n, printed = 0, -1
         for n, item in enumerate(self.it, 1):
             yield item
             now = time.perf_counter()
             if now - last >= self.interval:
                 self._line(n, t0)
-                last = now
-        self._line(n, t0)
+                last, printed = now, n
+        if printed != n:  # the final line, unless the periodic one just printed it
+            self._line(n, t0)
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, enabled: bool = True,

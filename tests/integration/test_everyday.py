@@ -77,6 +77,7 @@ def test_progress_in_a_log_file_is_plain_lines(tmp_path):
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     lines = res.stderr.strip().split("\n")
     assert "\r" not in res.stderr and lines[-1].startswith("[attendome] demo 50/50 (100%)")
+    assert sum("50/50 (100%)" in line for line in lines) == 1  # the final line once, not twice
 
 
 def test_threads_setting_is_applied():

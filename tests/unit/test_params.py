@@ -72,6 +72,26 @@ def test_unknown_top_level_keys_are_refused_with_a_suggestion():
         parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    "path,typo,needle",
+    [
+        ("embed", "patiance", "embed.patiance: unknown key (did you mean 'patience'?)"),
+        ("heads.probe", "seq_lenn", "heads.probe.seq_lenn: unknown key (did you mean 'seq_len'?)"),
+        ("leaderboard", "kss", "leaderboard.kss: unknown key (did you mean 'ks'?)"),
+        ("catalog.smollm2-135m", "sha265", "catalog.smollm2-135m.sha265: unknown key (did you mean 'sha256'?)"),
+    ],
+)
+def test_nested_unknown_keys_get_a_suggestion(path, typo, needle):
+    raw = copy.deepcopy(BASE)
+    node = raw
+    for k in path.split("."):
+        node = node[k]
+    node[typo] = 1
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert needle in str(err.value) and "Extra inputs" not in str(err.value)
+
+
 def test_model_keys_with_dots_or_slashes_are_refused():
     raw = copy.deepcopy(BASE)
     raw["catalog"]["org/model.v1"] = {"source": "hf", "hf_id": "org/model"}
