@@ -109,6 +109,64 @@ def _leaderboard(board: dict, ks: list[int]) -> list[str]:
     return out
 
 
+_BASELINES = ("rsa", "scores", "depth", "depth_stats")  # the non-learned methods a learned space must beat
+
+
+def _verdict(d: dict) -> str:
+    lo, hi = d["ci95_by_model"]
+    if lo is not None and lo > 0:
+        return "ahead"
+    if hi is not None and hi < 0:
+        return "behind"
+    return "tied"
+
+
+def _summary(board: dict) -> list[str]:
+    """The generated "what the numbers say" paragraph: every sentence is read off the metrics.
+
+    Verdicts use the paired bootstrap CI of the mAP difference (universal − method, by model): ahead
+    when the whole CI is above 0, behind when below, tied otherwise. Targets are those of the shared-space
+    issue: universal / positional KL <= 0.70 and universal / cloner <= 0.95 on every real causal model,
+    transfer within 5 % of the joint run.
+    """
+    out = ["### What the numbers say", ""]
+    for t, diffs in board.get("differences", {}).items():
+        u = board["methods"].get("universal", {}).get(t, {}).get("all")
+        if not u:
+            continue
+        parts: dict[str, list[str]] = {"ahead": [], "behind": [], "tied": []}
+        for name, d in diffs.items():
+            other = name.split("-", 1)[1]
+            if other in _BASELINES or other == "cloner":
+                parts[_verdict(d)].append(f"{other} {d['mean']:+.3f}{_ci(d)}")
+        mp = u["map"]
+        text = (f"- **{t}** heads retrieved across models: universal mAP {_f(mp['mean'])}{_ci(mp)} "
+                f"(chance {_f(mp['chance'])})")
+        words = {"ahead": "ahead of", "behind": "behind", "tied": "tied with"}
+        text += "".join(f"; {words[v]} " + ", ".join(parts[v]) for v in words if parts[v])
+        out.append(text + ".")
+    rec = {m: r for m, r in board.get("reconstruction", {}).items()
+           if not r.get("control") and board.get("atlas_positives", {}).get(m, {}).get("induction") is not None}
+    if rec:
+        up = [r["universal_over_positional"] for r in rec.values()]
+        uc = [r["universal_over_cloner"] for r in rec.values()]
+        out.append(
+            f"- Reconstruction on held-out prompts, real causal models ({', '.join(rec)}): universal / positional KL "
+            f"{min(up):.3f}-{max(up):.3f} (target <= 0.70: {'met' if max(up) <= 0.70 else 'missed'}); universal / "
+            f"per-head cloner {min(uc):.3f}-{max(uc):.3f} (target <= 0.95, sharing pays: "
+            f"{'met' if max(uc) <= 0.95 else 'missed'}).")
+    t = board.get("transfer")
+    if t and t.get("joint_heldout_kl"):
+        rel = t["heldout_kl"] / t["joint_heldout_kl"] - 1
+        out.append(
+            f"- Transfer to `{t['model']}` (left out, shared network frozen): held-out KL {_f(t['heldout_kl'])} vs "
+            f"{_f(t['joint_heldout_kl'])} jointly ({100 * rel:+.1f} %; target within 5 %: "
+            f"{'met' if abs(rel) <= 0.05 else 'missed'}), positional {_f(t['positional_kl'])}.")
+    out += ["", "Ahead / behind: the paired 95 % bootstrap CI of the mAP difference (by model) lies wholly above / "
+                "below 0; tied otherwise. Read every learned number against the non-learned rows.", ""]
+    return out
+
+
 def _reconstruction(board: dict) -> list[str]:
     out = [
         "### Reconstruction of held-out attention (`metrics/leaderboard.json`: reconstruction)",
@@ -218,7 +276,8 @@ def render(root: str | Path = ".") -> str:
         "Generated from the metrics of the last `dvc repro` (`reports/report.md`); plots under `plots/`.",
         "",
     ]
-    lines += _leaderboard(board, ks) + _reconstruction(board) + _outliers_and_correspondence(board) + _atlas(heads)
+    lines += _summary(board) + _leaderboard(board, ks) + _reconstruction(board)
+    lines += _outliers_and_correspondence(board) + _atlas(heads)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -14,7 +14,7 @@ def main() -> None:
     tables = [validate_scores(read_parquet(f"data/heads/{key}.parquet")) for key in params.models]
     atlas = label_scores(pd.concat(tables, ignore_index=True), params.atlas.thresholds)
     write_parquet(atlas, "data/atlas.parquet")
-    summary = atlas_summary(atlas, params.atlas.top_k, params.atlas.percentiles)
+    summary = atlas_summary(atlas, params.atlas.top_k, params.atlas.percentiles, params.atlas.thresholds)
     write_json(summary, "data/atlas_summary.json")
     pngs = plot_heatmaps(atlas, "plots/atlas")
     say(f"atlas: {len(params.models)} models, {len(atlas)} scores -> data/atlas.parquet, {len(pngs)} heatmaps")

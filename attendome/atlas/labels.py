@@ -1,8 +1,12 @@
 """Labels of head scores (used by ``heads@<model>`` for its counts and by ``atlas`` for the whole atlas).
 
 Labels use per-head-type thresholds from ``params.yaml``: ``high`` if value >= high, ``medium`` if
-value >= medium, else ``low``; an undefined (NaN) score is labelled ``n/a``. For scores where lower
-is "more" of the head type (none so far) the comparison would flip; the registry says which.
+value >= medium, else ``low``; an undefined (NaN) score is labelled ``n/a``. A type with a
+``top_fraction`` also uses a top-percentile rule: within each model, only the ``ceil(top_fraction * n)``
+highest-scoring heads (n = heads with a defined score; ties at the cut all kept) can be high or
+medium, so a score that real models put high on many heads (copying_ov: a third of all heads above
+0.7) still names a head *type*. For scores where lower is "more" of the head type (none so far) the
+comparison would flip; the registry says which.
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ def label_scores(df: pd.DataFrame, thresholds: Mapping[str, Threshold]) -> pd.Da
         m = (out["score_name"] == name).to_numpy()
         v = out.loc[m, "value"].to_numpy(dtype=float)
         lab = np.where(v >= t.high, "high", np.where(v >= t.medium, "medium", "low")).astype(object)
+        if t.top_fraction is not None:
+            keys = out.loc[m, "model"].to_numpy() if "model" in out else np.zeros(len(v))
+            for key in pd.unique(keys):
+                k = keys == key
+                defined = v[k][~np.isnan(v[k])]
+                if len(defined):
+                    n_top = int(np.ceil(t.top_fraction * len(defined)))
+                    cut = np.sort(defined)[::-1][n_top - 1]  # the n_top-th highest value
+                    idx = np.flatnonzero(k)
+                    lab[idx[~(v[idx] >= cut)]] = "low"
         lab[np.isnan(v)] = "n/a"
         labels[m] = lab
     out["label"] = pd.Series(labels, index=out.index, dtype="string")

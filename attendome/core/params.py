@@ -229,16 +229,28 @@ class ProbeParams(_Frozen):
 
 
 class Threshold(_Frozen):
-    """Label thresholds for one score: ``high`` if value >= high, ``medium`` if >= medium."""
+    """Label thresholds for one score: ``high`` if value >= high, ``medium`` if >= medium.
+
+    ``top_fraction`` (optional, in (0, 1]): a head is labelled high or medium only if it is also among
+    the top ``top_fraction`` of its model's heads for that score (a top-percentile rule, for scores
+    that real models put high on many heads, such as the OV eigenvalue score); the rest are ``low``.
+    """
 
     high: float
     medium: float
+    top_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
 
     @model_validator(mode="after")
     def _order(self) -> "Threshold":
         if self.medium > self.high:
             raise ValueError(f"medium ({self.medium}) must not be above high ({self.high})")
         return self
+
+    @property
+    def rule(self) -> str:
+        """The labelling rule in words (for the atlas summary and the report)."""
+        base = f">= {self.high:g} high, >= {self.medium:g} medium"
+        return base + (f", and within the model's top {100 * self.top_fraction:g} %" if self.top_fraction else "")
 
 
 class RetrievalParams(_Frozen):

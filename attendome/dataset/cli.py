@@ -26,7 +26,8 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="build_induction_dataset", description=__doc__,
+    # prog: the name it was started by (attendome-build-induction, build_induction_dataset.py)
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--models",
