@@ -1,22 +1,37 @@
 """Retrieval heads (Wu et al. 2024, "Retrieval Head Mechanistically Explains Long-Context
 Factuality", arXiv 2404.15574) on needle-in-a-haystack prompts built offline.
 
-Prompt: ``[BOS] haystack[:p] | needle | haystack[p:] | question``, where the haystack is a window
-of the standard library's pydoc prose (:mod:`attendome.core.text`), the needle is
-``" The secret phrase is: w1 ... wn."`` with ``n`` random words, inserted at a fraction ``depth``
-of the context, and the question asks for the phrase and ends with ``"The secret phrase is:"``.
-Token ids are concatenated (never re-tokenized), so the phrase has identical tokens in the needle
-and in the answer.
+``retrieval`` follows the authors' protocol (their code, ``nightdessert/Retrieval_Head``,
+``retrieval_head_detection.py``), adapted to an offline haystack:
 
-A head *retrieves* at a step that emits token ``w`` when its top-1 attended key lies inside the
-needle's phrase and holds ``w``. Per trial the head scores ``hits / |phrase tokens|`` in [0, 1];
-the score is the mean over trials (stderr across trials). Two variants:
+* **Haystack**: a window of the standard library's pydoc prose (:mod:`attendome.core.text`; the
+  authors use Paul Graham's essays). Token ids are concatenated, never re-tokenized.
+* **Needle**: a natural-language statement with an open question about it and the span that
+  answers it (``QA_NEEDLES``: templates in the style of the authors' ``needles.jsonl``, slots filled
+  with seeded random choices, so no model knows the answer from pretraining).
+* **Depth**: the needle goes in at a fraction ``depth`` of the haystack, moved back to the nearest
+  sentence end (a token whose text ends in ``.``), as the authors do; depth 1 puts it at the end.
+* **Prompt**: ``template prefix | haystack[:p] | needle | haystack[p:] | "\nBased on the content of
+  the book, Question: <q>\nAnswer:"``, where the template prefix is exactly what the tokenizer adds
+  by default (no BOS fallback: SmolLM2's tokenizer adds nothing, so nothing is prepended).
+* **Answer span**: the window of the needle's tokens that best overlaps the answer's tokens (the
+  authors' fuzzy match: share of the answer's distinct ids found in the window; we take the best
+  window inside the needle, they take the first window anywhere with overlap > 0.9).
+* **Decoding**: greedy, stopping after a token that contains a newline once the answer has begun
+  (leading line breaks do not end it: small models open with one), an EOS, or ``max_new_tokens``
+  (the authors: 50).
+* **Hit rule**: at a step that emits token ``w``, a head hits when its top-1 attended key lies in the
+  answer span and holds ``w``; each hit adds ``1 / |span|``.
+* **Success rule**: a trial counts only if ROUGE-1 recall of the answer's words in the output is
+  above 0.5 (the authors' ``rouge1.recall * 100 > 50``; word counts clipped as in ROUGE; we do not
+  stem, they use the Porter stemmer). The score is the mean over counted trials (``n``); NaN with a
+  reason if none counted.
 
-* ``retrieval`` (the paper's definition): greedy generation; only trials in which the model
-  actually retrieves the needle count (ROUGE-1 recall of the phrase words in the output >= 0.5, as
-  in the paper); ``n`` says how many trials counted. If none did, the score is NaN with that reason.
-* ``retrieval_tf`` (teacher-forced, for small models that rarely retrieve on their own): the true
-  phrase is fed after the question and every trial counts; each answer position is one step.
+``retrieval_tf`` is the earlier forced-copy probe, kept as a separately named variant for small
+models that rarely retrieve on their own: the needle is ``" The secret phrase is: w1 ... wn."`` with
+``n`` random words, the question ends with ``"The secret phrase is:"``, the true phrase is fed
+(teacher forcing) and every trial counts; each answer position is one step. It forces a verbatim
+copy, so its mid-range scores run higher than the authors' (issue 18: 1.3-1.8x).
 
 CPU defaults use contexts of a few hundred tokens; the paper's setting (GPU) is context lengths
 from 1k up to the model's limit (e.g. 4k-50k+) at depths 0 %..100 % in 10 % steps.
@@ -26,6 +41,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,15 +51,16 @@ import torch
 from attendome.atlas import registry as S
 from attendome.atlas.rows import nan_rows, rows_from_samples
 from attendome.core.capture import base_model, capture_attention
-from attendome.core.text import NEEDLE_WORDS, pydoc_documents
+from attendome.core.text import NEEDLE_WORDS, QA_NEEDLES, QA_SLOTS, pydoc_documents
 from attendome.core.tokens import special_affixes
 from attendome.core.progress import progress as progress_bar
 
-__all__ = ["NEEDLE_WORDS", "Trial", "make_trials", "teacher_forced_hits", "generation_hits",
-           "retrieval", "retrieval_tf"]
+__all__ = ["NEEDLE_WORDS", "Trial", "make_trials", "make_qa_trials", "teacher_forced_hits", "generation_hits",
+           "rouge1_recall", "retrieval", "retrieval_tf"]
 
 QUESTION = "\n\nQuestion: What is the secret phrase in the text above?\nAnswer: The secret phrase is:"
 NEEDLE_PRE = " The secret phrase is:"
+QA_QUESTION = "\nBased on the content of the book, Question: {question}\nAnswer:"  # the authors' wording
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,62 @@ def make_trials(tokenizer, rp) -> list[Trial]:
                 trials.append(Trial(prompt=torch.tensor(ids), answer=torch.tensor(phrase),
                                     span=(s, s + len(phrase)), words=words, context_length=n_ctx,
                                     depth=float(depth)))
+    return trials
+
+
+def _sentence_ends(tokenizer, ids) -> set[int]:
+    """The ids among ``ids`` whose text ends a sentence (ends in ``.`` once trailing space is stripped)."""
+    return {i for i in set(ids) if tokenizer.decode([i]).rstrip().endswith(".")}
+
+
+def _answer_span(ids: list[int], lo: int, hi: int, variants: list[list[int]]) -> tuple[int, int]:
+    """The window of ``ids[lo:hi]`` (the needle) that best matches the answer (the authors' fuzzy span).
+
+    For each tokenization of the answer in ``variants`` (with and without a leading space), every
+    window of its length is scored by the share of the answer's distinct ids it contains; the best
+    window wins (the first on ties).
+    """
+    best = (-1.0, lo, lo)
+    for a in variants:
+        want, n = set(a), len(a)
+        for i in range(lo, hi - n + 1):
+            share = len(set(ids[i:i + n]) & want) / len(want)
+            if share > best[0]:
+                best = (share, i, i + n)
+    return best[1], best[2]
+
+
+def make_qa_trials(tokenizer, rp) -> list[Trial]:
+    """Trials of the authors' protocol (module docstring), grid ``context_lengths x depths x
+    needles_per_cell`` (seeded). ``Trial.answer`` holds the answer span's ids in the prompt and
+    ``Trial.words`` the answer's words (the ROUGE reference)."""
+    hay = _haystack_ids(tokenizer)
+    rng = np.random.default_rng(rp.seed)
+    prefix, _ = special_affixes(tokenizer, bos_fallback=False)
+    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    trials = []
+    for n_ctx in rp.context_lengths:
+        for depth in rp.depths:
+            for _ in range(rp.needles_per_cell):
+                needle_t, question_t, answer_t = QA_NEEDLES[int(rng.integers(len(QA_NEEDLES)))]
+                slots = {k: str(v[int(rng.integers(len(v)))]) for k, v in sorted(QA_SLOTS.items())}
+                needle_text, question, answer = (x.format(**slots) for x in (needle_t, question_t, answer_t))
+                needle = enc(" " + needle_text)
+                n_hay = n_ctx - len(needle)
+                if n_hay < 1 or n_hay >= len(hay):
+                    raise ValueError(f"context length {n_ctx} does not fit a needle of {len(needle)} tokens")
+                start = int(rng.integers(0, len(hay) - n_hay))
+                window = hay[start:start + n_hay].tolist()
+                cut = n_hay if depth >= 1 else int(depth * n_hay)
+                if cut < n_hay:  # back to the nearest sentence end, as the authors do
+                    ends = _sentence_ends(tokenizer, window[:cut])
+                    while cut > 0 and window[cut - 1] not in ends:
+                        cut -= 1
+                ids = prefix + window[:cut] + needle + window[cut:] + enc(QA_QUESTION.format(question=question))
+                lo = len(prefix) + cut
+                s, e = _answer_span(ids, lo, lo + len(needle), [enc(" " + answer), enc(answer)])
+                trials.append(Trial(prompt=torch.tensor(ids), answer=torch.tensor(ids[s:e]), span=(s, e),
+                                    words=tuple(_words(answer)), context_length=n_ctx, depth=float(depth)))
     return trials
 
 
@@ -233,20 +306,32 @@ def _cache_of(out):
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
+    """Lower-cased alphanumeric words (ROUGE's tokenization, without its stemmer)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def rouge1_recall(reference_words, text: str) -> float:
+    """ROUGE-1 recall in [0, 1]: the share of the reference's words found in ``text``, counts clipped
+    (a word twice in the reference needs two in the output). Higher = more of the answer said."""
+    ref = Counter(reference_words)
+    got = Counter(_words(text))
+    return sum((ref & got).values()) / max(1, sum(ref.values()))
 
 
 @torch.no_grad()
-def generation_hits(lm, trial: Trial, max_new_tokens: int,
-                    memory_efficient: bool = True) -> tuple[np.ndarray, bool, str]:
+def generation_hits(lm, trial: Trial, max_new_tokens: int, memory_efficient: bool = True,
+                    stop_at_newline: bool = False) -> tuple[np.ndarray, float, str]:
     """Greedy generation with per-step top-1 keys.
 
     With ``memory_efficient`` the prompt but its last token is prefilled with sdpa (no attention
     probabilities, no vocabulary logits); every step that is scored runs eager on one query row.
+    Decoding stops after an EOS, after a token whose text holds a newline once the output has begun
+    (``stop_at_newline``, the authors' rule; small models often open the answer with a line break,
+    which would end it empty), or after ``max_new_tokens``; the stopping step is scored too.
 
     Returns:
-        ``(scores (layers, heads), retrieved, generated_text)``; ``retrieved`` is ROUGE-1 recall of
-        the phrase words >= 0.5.
+        ``(scores (layers, heads), recall, generated_text)``: per head the hits divided by the answer
+        span's length, and the ROUGE-1 recall of ``trial.words`` in the output (:func:`rouge1_recall`).
     """
     steps: list[torch.Tensor] = []  # per step: (layers, heads) top-1 key
     cur = torch.zeros(lm.n_layers, lm.n_heads, dtype=torch.long)
@@ -270,18 +355,17 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int,
             w = int(out.logits[0, -1].argmax())
             steps.append(cur.clone())
             emitted.append(w)
-            if w == eos:
+            if w == eos or (stop_at_newline and "\n" in lm.tokenizer.decode([w])
+                            and lm.tokenizer.decode(emitted).strip()):
                 break
             nxt = torch.tensor([[w]], device=lm.device)
             out = lm.model(input_ids=nxt, use_cache=True, **{_cache_kw(lm.model): _cache_of(out)})
     text = lm.tokenizer.decode(emitted, skip_special_tokens=True)
-    gen = set(_words(text))
-    recall = sum(w in gen for w in trial.words) / len(trial.words)
     top = torch.stack(steps, dim=-1)  # (layers, heads, steps)
     ids = torch.cat([trial.prompt, torch.tensor(emitted)])
     em = torch.tensor(emitted)
     scores = np.stack([_hits(top[layer], ids, em, trial.span).numpy() for layer in range(lm.n_layers)])
-    return scores / len(trial.answer), recall >= 0.5, text
+    return scores / len(trial.answer), rouge1_recall(trial.words, text), text
 
 
 def _rows(lm, name: str, per_trial: list[np.ndarray], method: str, settings: dict, reason: str) -> list[dict]:
@@ -303,38 +387,51 @@ def _settings(rp, trials: list[Trial], **extra) -> dict:
     )
 
 
+SUCCESS_RECALL = 0.5
+"""A trial counts when ROUGE-1 recall is above this (the authors: ``rouge1.recall * 100 > 50``)."""
+
+
 @S.register(
     "retrieval",
     kind="behaviour",
     value_range=(0.0, 1.0),
     causal_only=True,
-    definition="Wu et al. 2024: fraction of generated needle tokens the head copies (top-1) from the needle",
+    definition="Wu et al. 2024, the authors' protocol: natural-language needle and question, greedy decoding "
+               "to a newline; share of the answer span's tokens the head copies (top-1) while the model "
+               "retrieves it (ROUGE-1 recall > 0.5)",
 )
 def retrieval(lm, params, progress: bool = True) -> list[dict]:
-    """Generation-based retrieval score (the paper's); only trials where the model retrieves count."""
+    """Retrieval score by the authors' protocol (module docstring); only retrieved trials count."""
     rp = params.retrieval
-    trials = make_trials(lm.tokenizer, rp)
-    kept, outputs = [], []
+    trials = make_qa_trials(lm.tokenizer, rp)
+    kept = []
     for t in progress_bar(trials, f"{lm.key}: retrieval (generation)", enabled=progress):
-        scores, ok, text = generation_hits(lm, t, rp.max_new_tokens, rp.memory_efficient)
-        outputs.append(text)
-        if ok:
+        scores, recall, _ = generation_hits(lm, t, rp.max_new_tokens, rp.memory_efficient, stop_at_newline=True)
+        if recall > SUCCESS_RECALL:
             kept.append(scores)
-    settings = _settings(
-        rp,
-        trials,
+    settings = dict(
+        probe="needle_in_haystack_qa",
+        needles="natural-language statements with open questions (attendome.core.text.QA_NEEDLES)",
+        context_lengths=list(rp.context_lengths),
+        depths=list(rp.depths),
+        depth_rule="moved back to the nearest sentence end",
+        needles_per_cell=rp.needles_per_cell,
+        seed=rp.seed,
+        n_trials=len(trials),
         variant="generation",
         max_new_tokens=rp.max_new_tokens,
+        stop="newline, eos or max_new_tokens",
         n_retrieved=len(kept),
-        success_rule="rouge1_recall>=0.5",
+        success_rule=f"rouge1_recall>{SUCCESS_RECALL} (no stemmer)",
     )
     return _rows(
         lm,
         "retrieval",
         kept,
-        "probe:needle_generation",
+        "probe:needle_qa_generation",
         settings,
-        f"model retrieved the needle in 0 of {len(trials)} trials (greedy, ROUGE-1 recall >= 0.5)",
+        f"model retrieved the answer in 0 of {len(trials)} trials (greedy to a newline, ROUGE-1 recall > "
+        f"{SUCCESS_RECALL})",
     )
 
 
@@ -343,10 +440,11 @@ def retrieval(lm, params, progress: bool = True) -> list[dict]:
     kind="behaviour",
     value_range=(0.0, 1.0),
     causal_only=True,
-    definition="teacher-forced retrieval: fraction of answer tokens the head copies (top-1) from the needle",
+    definition="forced-copy variant: needle 'The secret phrase is: w1..wn', the phrase fed (teacher-forced); "
+               "fraction of phrase tokens the head copies (top-1) from the needle; every trial counts",
 )
 def retrieval_tf(lm, params, progress: bool = True) -> list[dict]:
-    """Teacher-forced retrieval score; every trial counts."""
+    """Forced-copy, teacher-forced retrieval score (module docstring); every trial counts."""
     rp = params.retrieval
     trials = make_trials(lm.tokenizer, rp)
     per = [

@@ -22,6 +22,17 @@ class WordTok:
         ids = [self.vocab.setdefault(w, len(self.vocab)) for w in text.replace(".", " . ").split()]
         return ([0] if add_special_tokens else []) + ids
 
+    def decode(self, ids, skip_special_tokens=True):
+        inv = {i: w for w, i in self.vocab.items()}
+        return " ".join(inv[i] for i in ids)
+
+
+class BareWordTok(WordTok):
+    """Declares a BOS but its template adds nothing (like SmolLM2's tokenizer)."""
+
+    def encode(self, text, add_special_tokens=False):
+        return super().encode(text, add_special_tokens=False)
+
 
 def test_trials_grid_and_needle_span():
     rp = RetrievalParams(context_lengths=(64, 128), depths=(0.0, 0.5, 1.0), needles_per_cell=2, needle_words=4)
@@ -184,3 +195,91 @@ def test_full_cache_keeps_every_position_of_a_sliding_layer():
     cache = _prefill(lm, torch.randint(10, 64, (40,)), chunk=9)
     assert cache.get_seq_length() == 40
     assert all(layer.keys.shape[-2] == 40 for layer in cache.layers)  # (1, kv, 40, d) in both layers
+
+
+# ---- the authors' protocol (Wu et al. 2024, nightdessert/Retrieval_Head) ----
+
+def _qa_params(**kw):
+    base = dict(context_lengths=(96, 160), depths=(0.0, 0.5, 0.9, 1.0), needles_per_cell=2, needle_words=4,
+                max_new_tokens=20)
+    return RetrievalParams(**{**base, **kw})
+
+
+def test_qa_trials_snap_to_a_sentence_end_and_span_the_answer():
+    from attendome.atlas.retrieval import make_qa_trials
+
+    tok = WordTok()
+    trials = make_qa_trials(tok, _qa_params())
+    assert len(trials) == 2 * 4 * 2
+    inv = {i: w for w, i in tok.vocab.items()}
+    for t in trials:
+        ids = t.prompt.tolist()
+        s, e = t.span
+        # the span holds the answer's words token for token (a whitespace tokenizer matches exactly)
+        assert [inv[i] for i in ids[s:e]] == list(t.words) or [inv[i] for i in ids[s:e]] == [
+            w for w in " ".join(t.words).split()]
+        # the needle starts right after a sentence end (or at the haystack's start, after the BOS)
+        needle_start = next(i for i in range(s, 0, -1) if inv[ids[i - 1]] == "." or i == 1)
+        assert inv[ids[needle_start - 1]] in (".", "<bos>")
+        assert ids[-1] == tok.vocab["Answer:"]  # the authors' wording ends the prompt
+    again = make_qa_trials(WordTok(), _qa_params())
+    assert all(torch.equal(a.prompt, b.prompt) for a, b in zip(trials, again))  # seeded
+
+
+def test_qa_trials_use_exactly_the_tokenizers_template():
+    # no BOS fallback: a tokenizer whose template adds nothing gets nothing prepended (SmolLM2)
+    from attendome.atlas.retrieval import make_qa_trials
+
+    bare = make_qa_trials(BareWordTok(), _qa_params(context_lengths=(96,), depths=(0.5,), needles_per_cell=1))
+    framed = make_qa_trials(WordTok(), _qa_params(context_lengths=(96,), depths=(0.5,), needles_per_cell=1))
+    assert bare[0].prompt[0].item() != 0 and framed[0].prompt[0].item() == 0
+
+
+def test_rouge1_recall_clips_counts_and_ignores_case():
+    from attendome.atlas.retrieval import rouge1_recall
+
+    assert rouge1_recall(["a", "cup", "of", "tea"], "A cup of TEA.") == 1.0
+    assert rouge1_recall(["a", "cup", "of", "tea"], "tea") == 0.25
+    assert rouge1_recall(["of", "of"], "of") == 0.5  # clipped: one 'of' cannot match two
+
+
+def _planted_retrieval_trial():
+    """``[bos] hay(10) | cue a1..a5 | hay(10) | cue`` on the hand-set GPT-2: its induction head (layer 1,
+    head 0, copying OV) answers the cue with a1..a5 by attending to each answer token in the needle."""
+    from attendome.atlas.retrieval import Trial
+
+    g = torch.Generator().manual_seed(3)
+    hay = torch.randint(20, 40, (20,), generator=g)
+    cue, answer = torch.tensor([1]), torch.tensor([2, 3, 4, 5, 6])
+    prompt = torch.cat([torch.tensor([0]), hay[:10], cue, answer, hay[10:], cue])
+    return Trial(prompt=prompt, answer=answer, span=(12, 17), words=("w2", "w3", "w4", "w5", "w6"),
+                 context_length=len(prompt), depth=0.5)
+
+
+def test_planted_retrieval_head_is_the_only_one_found():
+    from attendome.atlas.retrieval import generation_hits
+    from tests.tiny_models import build_tiny_induction_gpt2, tiny_loaded
+
+    model, tok = build_tiny_induction_gpt2(copy_sign=2.0)
+    lm = tiny_loaded(model, tok)
+    scores, recall, text = generation_hits(lm, _planted_retrieval_trial(), 5, memory_efficient=False,
+                                           stop_at_newline=True)
+    assert text == "w2 w3 w4 w5 w6" and recall == 1.0  # the model retrieves the answer
+    assert scores[1, 0] == 1.0  # every answer token copied by the planted head, top-1 on the needle
+    scores[1, 0] = 0
+    assert scores.max() == 0.0  # previous-token and uniform heads never point into the answer span
+
+
+def test_authors_rule_and_the_previous_implementation_agree_on_a_fixed_case():
+    # the hit rule is unchanged: the previous call (no newline stop, recall read as >= 0.5) and the
+    # authors' rule score the same trial identically; only which trials count and where decoding stops differ
+    from attendome.atlas.retrieval import generation_hits
+    from tests.tiny_models import build_tiny_induction_gpt2, tiny_loaded
+
+    model, tok = build_tiny_induction_gpt2(copy_sign=2.0)
+    lm = tiny_loaded(model, tok)
+    t = _planted_retrieval_trial()
+    old = generation_hits(lm, t, 5, memory_efficient=True)
+    new = generation_hits(lm, t, 5, memory_efficient=True, stop_at_newline=True)
+    np.testing.assert_array_equal(old[0], new[0])
+    assert old[1] >= 0.5 and new[1] > 0.5 and old[2] == new[2]
