@@ -207,6 +207,32 @@ def test_a_distribution_file_that_links_outside_is_refused(dists, tmp_path):
         M.resolve_weights("enc", spec_dir)
 
 
+def test_two_processes_building_one_cache_entry_build_it_once(cache, tmp_path):
+    # two stages (or two queued experiments) that need the same model at once: the entry's lock makes
+    # the second wait and then reuse the first one's verified build
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from attendome.core import cache as C\n"
+        "log = Path(sys.argv[1])\n"
+        "def build(tmp):\n"
+        "    with open(log, 'a') as f: f.write('built\\n')\n"
+        "    time.sleep(1.0)\n"
+        "    (tmp / 'weights.bin').write_bytes(b'w' * 1024)\n"
+        "print(C.verified_dir('shared', C.cache_dir() / 'hf' / 'shared', {'k': 1}, build, 'm'))\n"
+    )
+    log = tmp_path / "builds.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ATTENDOME_CACHE=str(cache))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(log)], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] == str(cache / "hf" / "shared")
+    assert log.read_text() == "built\n"  # built once, the other process waited and reused it
+    assert (cache / "hf" / "shared" / "weights.bin").read_bytes() == b"w" * 1024
+    assert not [p for p in (cache / "hf").iterdir() if p.name.startswith(".")]  # no temp left
+
+
 def test_unwritable_cache_names_the_variable(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # a cache path under a file cannot be created, even by root
