@@ -36,7 +36,8 @@ def make_pipeline_repo(d, params: dict):
 
     import yaml
 
-    for item in ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]:
+    items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation"]
+    for item in items:
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -31,6 +31,7 @@ __all__ = [
     "FeaturesParams",
     "TrainParams",
     "EmbedParams",
+    "ExploreParams",
     "LeaderboardParams",
     "RuntimeParams",
     "Params",
@@ -449,6 +450,20 @@ class LeaderboardParams(_Frozen):
         return self
 
 
+class ExploreParams(_Frozen):
+    """The head explorer and the paper figures (stage ``explore``, :mod:`attendome.explore`)."""
+
+    _section: ClassVar[tuple[str, ...]] = ("explore",)
+
+    methods: _nonempty(str) = Field(description="embedding methods drawn on the map (registered names; see "
+                                    "attendome.space.methods)")
+    prompts: Pos = Field(description="held-out prompts per model whose true and predicted attention the head "
+                         "cards show (the shortest prose and repeat prompts, alternating)")
+    max_segments: Pos = Field(description="segments shown of each such prompt (later rows and columns are cut)")
+    pair: tuple[str, str] | None = Field(description="two models for the correspondence-matrix figure; null: the "
+                                         "first two non-control models of the run")
+
+
 class RuntimeParams(_Frozen):
     """How stages use the machine (never what they compute; no stage reruns when these change)."""
 
@@ -478,6 +493,7 @@ class Params(_Frozen):
     clone: TrainParams = Field(default_factory=TrainParams)
     embed: EmbedParams = Field(default_factory=EmbedParams)
     leaderboard: LeaderboardParams = Field(default_factory=LeaderboardParams)
+    explore: ExploreParams = Field(default_factory=ExploreParams)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
 
     @model_validator(mode="after")
@@ -536,7 +552,7 @@ class Params(_Frozen):
 
 
 _SECTIONS = ("models", "catalog", "presets", "heads", "atlas", "corpus", "features", "clone", "embed",
-             "leaderboard", "runtime")
+             "leaderboard", "explore", "runtime")
 
 
 def _format_error(err: ValidationError) -> str:

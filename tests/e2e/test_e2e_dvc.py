@@ -1,5 +1,6 @@
 """End-to-end tier: `dvc repro` in a temporary git repo on tiny params; a second repro does nothing."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -109,6 +110,87 @@ def test_phase1_and_phase2_outputs(repo):
     for png in ("map_by_type.png", "retrieval_at_k.png", "reconstruction.png", "outliers.png", "embeddings_pca.png"):
         assert (d / "plots/leaderboard" / png).stat().st_size > 0
     assert (d / "plots/embed/training.png").stat().st_size > 0
+
+
+def test_explorer_site_and_figures(repo):
+    d, _, first = repo
+    site = d / "reports/explorer"
+    assert "Running stage 'explore'" in first
+    for f in ("index.html", "app.js", "app.css", "data.js", "dvc-plots-template.html"):
+        assert (site / f).stat().st_size > 0, f
+    assert sorted(p.name for p in (site / "attn").iterdir()) == sorted(f"{k}.js" for k in TINY_MODELS)
+    figs = {p.name for p in (site / "figures").iterdir()}
+    for stem in ("map_universal", "map_rsa", "map_scores", "map_cloner", "depth_share", "predictor_curves",
+                 "correspondence"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= figs, stem
+    assert not list(d.glob("reports/.explorer-*")), "a temporary site folder was left behind"
+    data = json.loads((site / "data.js").read_text().split("=", 1)[1].strip().rstrip(";"))
+    assert len(data["heads"]) == 30 * 9 + 6 * 12
+    # nothing in the site points at the network (scripts, styles, images, fonts)
+    for f in site.rglob("*"):
+        if f.suffix in (".html", ".js", ".css"):
+            text = f.read_text()
+            assert "src=\"http" not in text and "href=\"http" not in text and "@import" not in text, f
+
+
+def test_reloaded_predictors_give_the_recorded_heldout_kl(repo):
+    # the explorer's cards show what the saved cloners and encoder predict: reloaded from their files,
+    # they must reproduce the held-out KL their stages recorded
+    d, _, _ = repo
+    from attendome.clone.evaluate import evaluate_heads
+    from attendome.clone.run import load_split_data
+    from attendome.core.params import load_params
+    from attendome.explore.predict import load_cloner, load_universal
+
+    params = load_params(d / "params.yaml")
+    key = TINY_MODELS[0]
+    sd = load_split_data(key, params, str(d), params.clone)
+    n = sd.heldout.A[0].shape[0]
+    cloner = load_cloner(str(d / f"models/cloners/{key}.safetensors"), sd.train, params.clone, replicate=1)
+    kl = evaluate_heads(cloner, sd.heldout, n, 16, methods=("model",)).query("kind == 'all' and metric == 'kl'")
+    rec = pd.read_parquet(d / f"data/clone/{key}.parquet").query(
+        "seed == 1 and method == 'model' and kind == 'all' and metric == 'kl'")
+    assert kl.value.mean() == pytest.approx(rec.value.mean(), rel=1e-4)
+    trains = {k: load_split_data(k, params, str(d), params.embed).train for k in params.models}
+    enc = load_universal(str(d / "models/universal.safetensors"), trains, params.embed)
+    sdu = load_split_data(key, params, str(d), params.embed)
+    kl = evaluate_heads(lambda b: enc(key, b), sdu.heldout, n, 16, methods=("model",)).query(
+        "kind == 'all' and metric == 'kl'")
+    rec = pd.read_parquet(d / "data/embed/errors.parquet").query(
+        "model == @key and seed == 0 and method == 'model' and kind == 'all' and metric == 'kl'")
+    assert kl.value.mean() == pytest.approx(rec.value.mean(), rel=1e-4)
+
+
+def test_explorer_in_a_browser_offline(repo, tmp_path):
+    # as a person uses it: open from disk in headless Chromium with the network blocked; the map shows
+    # every head; a click opens a card with nearest heads; a link opens another model's head
+    from tests.e2e.browser import chromium_path, drive_explorer
+
+    if chromium_path() is None or importlib.util.find_spec("playwright") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Chromium and Playwright (.ci/run) for the explorer's browser test")
+        pytest.skip("no system Chromium (apt-get install chromium) or no playwright; CI runs this test")
+    d, _, _ = repo
+    shots = Path(os.environ.get("ATTENDOME_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    seen = drive_explorer(d / "reports/explorer", shots)
+    assert seen["outside"] == [], f"the page asked for files outside its folder: {seen['outside'][:5]}"
+    assert seen["errors"] == [], seen["errors"]
+    assert seen["n_points"] == seen["n_heads"] == 30 * 9 + 6 * 12
+    assert seen["count_text"] == f"showing {seen['n_heads']} of {seen['n_heads']} heads"
+    assert seen["card"] and seen["nearest"], "the card shows the head's nearest heads"
+    assert seen["followed"] == seen["linked"] and seen["followed"].split("/")[0] != seen["card"].split("/")[0]
+    assert seen["n_tables"] >= 2
+    assert all(p.stat().st_size > 10_000 for p in seen["screenshots"])
+
+
+def test_dvc_plots_show_offline_with_the_template(repo):
+    d, env, _ = repo
+    _run([sys.executable, "-m", "dvc", "plots", "show", "--html-template", "reports/explorer/dvc-plots-template.html",
+          "-o", "plots_offline"], d, env)
+    html = (d / "plots_offline/index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "<script src=" not in html
+    assert "vegaEmbed(" in html and ".vega={}" in html  # DVC's plot calls, and Vega itself inlined
 
 
 def test_no_network_connection_during_repro(repo):

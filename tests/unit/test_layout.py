@@ -1,4 +1,4 @@
-"""Unit tier: the package layout. Imports only point down (core <- atlas, prep <- clone <- space <- board,
+"""Unit tier: the package layout. Imports only point down (core <- atlas, prep <- clone <- space <- board <- explore,
 with the seed API and the stage skeleton on top) and no module imports itself back through others."""
 
 import ast
@@ -9,7 +9,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "attendome"
 # Layer of each top-level part; a module may import only from its own layer or lower ones.
-LAYER = {"core": 0, "atlas": 1, "prep": 1, "clone": 2, "space": 3, "board": 4, "dataset": 5, "stage": 5, "report": 5,
+LAYER = {"core": 0, "atlas": 1, "prep": 1, "clone": 2, "space": 3, "board": 4, "explore": 5, "dataset": 5, "stage": 5,
+         "report": 5,
          "__init__": 0}
 
 
