@@ -469,8 +469,10 @@ class RuntimeParams(_Frozen):
 
     _section: ClassVar[tuple[str, ...]] = ("runtime",)
 
-    threads: NonNeg = Field(description="torch CPU threads per stage; 0 = every core available to the "
-                            "process. Results can differ in the last float bits between thread counts.")
+    threads: NonNeg = Field(description="torch CPU threads of the stages that do not train; 0 = every core "
+                            "available to the process. The default (2, the count dvc.lock was made with) "
+                            "reproduces the committed outputs bit for bit; other counts can differ in the last "
+                            "float bits.")
     attention_batch: Pos = Field(description="prompts per forward pass in the attention stages (padded and "
                                  "masked: the same attention up to float rounding)")
 

@@ -2,6 +2,7 @@
 (:mod:`tests.stagedeps`), so that changing one step's code reruns only the stages that run it."""
 
 import pytest
+import yaml
 
 from tests import stagedeps as sd
 
@@ -46,3 +47,19 @@ def test_the_checker_finds_a_function_level_import(tmp_path):
     script.write_text("from attendome.core.a import f\n")
     assert sd.closure(script, tmp_path) == {"attendome/__init__.py", "attendome/core/__init__.py",
                                             "attendome/core/a.py", "attendome/core/b.py"}
+
+
+def test_every_stage_that_computes_with_floats_pins_the_cpu_code_paths():
+    # the same bytes on every x86-64 machine with AVX2 (attendome.REPRODUCIBLE_CPU): the variables come
+    # before `python` in the command, so they are set before torch and numpy load their libraries
+    from attendome import REPRODUCIBLE_CPU
+
+    prefix = " ".join(f"{k}={v}" for k, v in REPRODUCIBLE_CPU.items()) + " python "
+    stages = yaml.safe_load((sd.ROOT / "dvc.yaml").read_text())["stages"]
+    no_floats = {"corpus", "atlas", "report"}  # tokenising, labelling by thresholds, markdown
+    for name, st in stages.items():
+        cmd = (st.get("do") or st)["cmd"]
+        if name in no_floats:
+            assert cmd.startswith("python"), name
+        else:
+            assert cmd.startswith(prefix), f"{name}: {cmd}"
