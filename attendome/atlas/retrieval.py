@@ -370,7 +370,7 @@ def generation_hits(lm, trial: Trial, max_new_tokens: int, memory_efficient: boo
 
 def _rows(lm, name: str, per_trial: list[np.ndarray], method: str, settings: dict, reason: str) -> list[dict]:
     if not per_trial:
-        return nan_rows(lm, name, reason)
+        return nan_rows(lm, name, reason, method, settings)
     return rows_from_samples(lm, name, np.stack(per_trial), method, settings)
 
 

@@ -49,10 +49,15 @@ def rows_from_samples(lm, name: str, samples: np.ndarray, method: str, settings:
     return rows
 
 
-def nan_rows(lm, name: str, reason: str) -> list[dict]:
-    """One NaN row per head of ``lm`` for scorer ``name``, with the ``reason`` it is undefined."""
+def nan_rows(lm, name: str, reason: str, method: str = "n/a", settings: dict | None = None) -> list[dict]:
+    """One NaN row per head of ``lm`` for scorer ``name``, with the ``reason`` it is undefined.
+
+    A score that does not apply to the model has no method or settings; a probe that ran but counted
+    no item (a model that retrieved no needle) keeps its ``method`` and ``settings``, so that the
+    rows say what was tried.
+    """
     scorer = S.get(name)
     return [dict(model=lm.key, layer=layer, head=head, score_name=name, value=float("nan"),
-                 stderr=float("nan"), n=0, method="n/a", settings="{}",
+                 stderr=float("nan"), n=0, method=method, settings=json.dumps(settings or {}, sort_keys=True),
                  scorer_version=scorer.version, reason=reason)
             for layer in range(lm.n_layers) for head in range(lm.n_heads)]

@@ -4,7 +4,8 @@
 * Every derived directory carries a manifest (sha256 and size of each file and the ``source`` it was
   built from), checked on every use; a directory that does not match is rebuilt, never loaded.
 * Builds happen in a temporary sibling and are renamed into place; an exclusive lock per entry makes
-  parallel stages wait instead of building twice.
+  parallel stages wait instead of building twice. A build that runs out of space is removed and
+  raises :class:`attendome.core.io.DiskFullError` naming the cache directory.
 * A cache entry holds regular files only: a symbolic link inside it (or an entry that is itself a
   link) is never followed; the entry is rebuilt, so nothing outside the cache is ever loaded.
 """
@@ -142,9 +143,17 @@ def verified_dir(name: str, final: Path, source: dict, build, key: str) -> Path:
             final.unlink() if final.is_symlink() else shutil.rmtree(final)
         tmp = atomic_dir(final)
         try:
-            build(tmp)
-            write_manifest(tmp, source)
-            os.replace(tmp, final)
+            try:
+                build(tmp)
+                write_manifest(tmp, source)
+                os.replace(tmp, final)
+            except Exception as err:
+                from attendome.core.io import disk_full_error, no_space
+
+                if no_space(err):
+                    raise disk_full_error(err, final, tmp, hint=" or set ATTENDOME_CACHE to a disk with room "
+                                          f"(model {key!r})") from None
+                raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

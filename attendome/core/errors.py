@@ -6,11 +6,11 @@ status 2; any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from attendome.core.io import CorruptDataError, DataError, MissingDataError
+from attendome.core.io import CorruptDataError, DataError, DiskFullError, MissingDataError
 from attendome.core.cache import ModelUnavailableError
 from attendome.core.params import ParamsError
 
 __all__ = ["EXPECTED_ERRORS", "ParamsError", "ModelUnavailableError", "DataError", "MissingDataError",
-           "CorruptDataError"]
+           "CorruptDataError", "DiskFullError"]
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ParamsError, ModelUnavailableError, DataError)

@@ -5,10 +5,15 @@ renamed into place, so an interrupted stage never leaves a half file that DVC wo
 temporary siblings of a killed earlier write are removed before the next write, and ``.dvcignore``
 hides them from DVC meanwhile. Formats: parquet, JSON,
 safetensors, PNG (no pickle anywhere a user loads).
+
+A write that fails for lack of space (a full disk, a quota, a file-size limit) removes its
+temporary file and raises :class:`DiskFullError`, which names the directory, the space free there
+and the bytes the file had reached (it needs more than that).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import math
@@ -27,6 +32,9 @@ __all__ = [
     "DataError",
     "MissingDataError",
     "CorruptDataError",
+    "DiskFullError",
+    "no_space",
+    "disk_full_error",
     "atomic_path",
     "write_parquet",
     "read_parquet",
@@ -50,9 +58,51 @@ class CorruptDataError(DataError, ValueError):
     """An input file exists but cannot be read."""
 
 
+class DiskFullError(DataError, OSError):
+    """A write failed for lack of space; nothing half-written was kept. The message names the
+    directory, the space free there and the size the write had reached."""
+
+
+# errno of "no space": a full disk, a full quota, a file-size limit (ulimit -f)
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether ``err`` says a write ran out of space (an ``OSError`` with that errno, or a library's
+    own error that carries the OS message, e.g. safetensors' ``SafetensorError``)."""
+    if isinstance(err, OSError) and err.errno in _NO_SPACE:
+        return True
+    return any(t in str(err) for t in _NO_SPACE_TEXT)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def disk_full_error(err: BaseException, target: Path, partial: Path, hint: str = "") -> DiskFullError:
+    """A :class:`DiskFullError` for writing ``target``; ``partial`` is what had been written (a file or
+    a folder, measured before it is removed)."""
+    import shutil
+
+    where = target.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    reached = _size(partial)
+    reason = next((t for t in _NO_SPACE_TEXT if t in str(err)), str(err))
+    return DiskFullError(
+        f"no space to write {target} ({reason}): {free / 1e6:.1f} MB free in {where}, and the write needs more "
+        f"than the {reached / 1e6:.1f} MB it had reached. Free space there{hint}, then rerun; nothing "
+        "half-written was kept")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success (a write
+    that runs out of space raises :class:`DiskFullError`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write
@@ -60,9 +110,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
-        os.replace(tmp, path)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
+            os.replace(tmp, path)
+        except Exception as err:
+            if no_space(err):
+                raise disk_full_error(err, path, Path(tmp)) from None
+            raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -46,7 +46,7 @@ from attendome.board.metrics import flag_outliers
 from attendome.board.plots import _primary_type
 from attendome.board.run import fit_transform, head_meta
 from attendome.clone.run import load_split_data
-from attendome.core.io import read_json, read_parquet
+from attendome.core.io import disk_full_error, no_space, read_json, read_parquet
 from attendome.core.params import Params, ParamsError
 from attendome.core.progress import progress
 from attendome.explore.figures import paper_figures
@@ -365,7 +365,10 @@ def build_explorer(params: Params, root: str = ".", out: str = "reports/explorer
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as err:
+        full = disk_full_error(err, final, tmp) if no_space(err) else None  # measured before removal
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from None
         raise
     return {"heads": len(heads), "models": len(models), "methods": methods, "figures": figs, "files": len(data_files)}

@@ -193,6 +193,90 @@ def test_dvc_plots_show_offline_with_the_template(repo):
     assert "vegaEmbed(" in html and ".vega={}" in html  # DVC's plot calls, and Vega itself inlined
 
 
+def _clone_outputs(d: Path, key: str) -> dict[str, str]:
+    import hashlib
+
+    files = [f"models/cloners/{key}.safetensors", f"data/clone/{key}.parquet", f"data/clone/{key}.json",
+             f"metrics/clone/{key}.json", f"plots/clone/{key}.png"]
+    return {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in files}
+
+
+def _latest_run(d: Path, experiment: str) -> tuple[str, int] | None:
+    import sqlite3
+
+    con = sqlite3.connect(d / "mlflow.db")
+    try:
+        row = con.execute("SELECT r.status, r.start_time FROM runs r JOIN experiments e ON r.experiment_id = "
+                          "e.experiment_id WHERE e.name = ? ORDER BY r.start_time DESC LIMIT 1", (experiment,)
+                          ).fetchone()
+    finally:
+        con.close()
+    return row
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_training_stage_killed_midway_keeps_its_outputs_and_reruns_identically(repo, tmp_path, signal_name):
+    import signal
+    import time
+
+    from attendome import REPRODUCIBLE_CPU
+
+    d, env, _ = repo
+    key = TINY_MODELS[0]
+    before = _clone_outputs(d, key)
+    long = yaml.safe_load((d / "params.yaml").read_text())
+    long["clone"].update(epochs=500, patience=500)  # long enough to be caught while training
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(long, sort_keys=False))
+    started = (_latest_run(d, "attendome-clone") or ("", 0))[1]
+    proc = subprocess.Popen([sys.executable, "stages/clone.py", key, "--params", str(tmp_path / "long.yaml")], cwd=d,
+                            env=dict(env, **REPRODUCIBLE_CPU), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        run = _latest_run(d, "attendome-clone")
+        if run and run[1] > started and run[0] == "RUNNING":
+            break
+        time.sleep(0.5)
+    time.sleep(2.0)  # well inside training
+    assert proc.poll() is None, "the stage ended before it could be interrupted"
+    proc.send_signal(getattr(signal, signal_name))
+    code = proc.wait(timeout=120)
+    assert code == (143 if signal_name == "SIGTERM" else -9), proc.stderr.read()[-2000:]
+    status = _latest_run(d, "attendome-clone")[0]
+    # SIGTERM: the run is closed as KILLED; SIGKILL cannot be caught, the run stays RUNNING in MLflow
+    assert status == ("KILLED" if signal_name == "SIGTERM" else "RUNNING")
+    # nothing was half-written: the previous outputs are intact and no temporary file is left
+    assert _clone_outputs(d, key) == before
+    for folder in ("models", "data", "metrics", "plots"):
+        assert not [p for p in (d / folder).rglob(".*.tmp")], folder
+    status = _run([sys.executable, "-m", "dvc", "status", f"clone@{key}"], d, env)
+    assert "up to date" in status.lower()
+    # a rerun of the stage (its own params) writes the very bytes of the uninterrupted run
+    _run([sys.executable, "-m", "dvc", "repro", "-f", "-s", f"clone@{key}"], d, env)
+    assert _clone_outputs(d, key) == before
+
+
+def test_a_corrupted_object_in_dvcs_cache_is_never_checked_out_and_repro_rebuilds_it(repo):
+    # bytes changed under .dvc/cache: DVC verifies its objects, so `dvc status` reports the output as not
+    # in cache, `dvc checkout` refuses to restore it, and `dvc repro` reruns the stage that makes it
+    # (only that one: the rebuilt bytes are the same, so nothing downstream reruns) (README: Sharing results)
+    d, env, _ = repo
+    out = "data/atlas_summary.json"
+    lock = yaml.safe_load((d / "dvc.lock").read_text())
+    md5 = next(o["md5"] for o in lock["stages"]["atlas"]["outs"] if o["path"] == out)
+    obj = d / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    good = (d / out).read_bytes()
+    obj.chmod(0o644)
+    obj.write_bytes(good.replace(b"{", b"[", 1))
+    assert "not in cache" in _run([sys.executable, "-m", "dvc", "status", "atlas"], d, env)
+    (d / out).unlink()
+    res = subprocess.run([sys.executable, "-m", "dvc", "checkout", out], cwd=d, env=env, capture_output=True, text=True)
+    assert res.returncode != 0 and not (d / out).exists()
+    rerun = _run([sys.executable, "-m", "dvc", "repro"], d, env)
+    assert "Running stage 'atlas'" in rerun and "Running stage 'clone@" not in rerun
+    assert (d / out).read_bytes() == good and obj.read_bytes() == good
+    assert "up to date" in _run([sys.executable, "-m", "dvc", "status"], d, env).lower()
+
+
 def test_no_network_connection_during_repro(repo):
     d, _, _ = repo
     log = d / "sockets.log"

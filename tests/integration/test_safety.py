@@ -376,3 +376,87 @@ def test_model_dependent_ranges_are_checked_before_the_weights_load():
     deep = p.model_copy(update={"features": p.features.model_copy(update={"layer": 99})})
     with pytest.raises(ParamsError, match=r"features\.layer: 99, but encoder 'minilm-l6' has 6 layers"):
         M.check_params_against_config("minilm-l6", deep, features=True)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A folder with little room: a real 1 MB tmpfs where this process may mount one (root, as in CI),
+    else an ordinary folder whose writers run under a 1 MB file-size limit (``ulimit -f``), which
+    fails writes the same way (EFBIG instead of ENOSPC). Yields ``(folder, preexec_fn)``."""
+    import resource
+
+    d = tmp_path / "small"
+    d.mkdir()
+    mounted = os.geteuid() == 0 and not os.environ.get("ATTENDOME_TEST_NO_MOUNT") and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True).returncode == 0
+
+    def limit():
+        if not mounted:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    try:
+        yield d, limit
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(d)], check=False)
+
+
+def _run_limited(code: str, preexec, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, preexec_fn=preexec,
+                          env=env or dict(os.environ), timeout=600)
+
+
+def test_a_full_disk_while_writing_outputs_keeps_nothing_half_written(small_disk):
+    d, preexec = small_disk
+    (d / "old.safetensors").write_bytes(b"")  # placeholder replaced below by a good small file
+    code = f"""
+import sys, torch, pandas as pd, numpy as np
+from attendome.core.io import DiskFullError, save_tensors, write_parquet
+save_tensors({{"a": torch.zeros(10)}}, r"{d}/old.safetensors")  # a good earlier output
+for name, write in [("old.safetensors", lambda p: save_tensors({{"a": torch.zeros(2_000_000)}}, p)),
+                    ("table.parquet", lambda p: write_parquet(pd.DataFrame({{"a": np.random.rand(400_000)}}), p))]:
+    try:
+        write(r"{d}/" + name)
+        print("WROTE", name)
+    except DiskFullError as err:
+        print("FULL", name, err)
+"""
+    res = _run_limited(code, preexec)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["FULL", "old.safetensors"], ["FULL", "table.parquet"]], res.stdout
+    for ln in lines:
+        assert str(d) in ln and "MB free" in ln and "needs more than" in ln and "nothing half-written" in ln
+    # the earlier good output is intact, the new one was never created, no temporary file is left
+    from attendome.core.io import load_tensors
+
+    assert load_tensors(d / "old.safetensors")[0]["a"].shape == (10,)
+    assert sorted(p.name for p in d.iterdir()) == ["old.safetensors"]
+
+
+def test_a_full_disk_while_building_the_model_cache_leaves_no_entry(small_disk):
+    d, preexec = small_disk
+    code = """
+from attendome.core.io import DiskFullError
+from attendome.core.models import load_model
+from attendome.core.params import load_params
+try:
+    load_model("smollm2-135m", load_params("params.yaml"))
+    print("LOADED")
+except DiskFullError as err:
+    print("FULL", err)
+"""
+    res = _run_limited(code, preexec, env=dict(os.environ, ATTENDOME_CACHE=str(d)))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("FULL"), res.stdout
+    assert "ATTENDOME_CACHE" in res.stdout and str(d) in res.stdout and "smollm2-135m" in res.stdout
+    # nothing of the failed build remains that a later run could take for a cache entry (locks only)
+    left = [p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and ".locks" not in p.parts]
+    assert left == [], left
+
+
+def test_a_stage_prints_a_full_disk_as_one_error_line():
+    from attendome.core.errors import EXPECTED_ERRORS
+    from attendome.core.io import DiskFullError
+
+    assert issubclass(DiskFullError, EXPECTED_ERRORS) and issubclass(DiskFullError, OSError)

@@ -283,3 +283,19 @@ def test_authors_rule_and_the_previous_implementation_agree_on_a_fixed_case():
     new = generation_hits(lm, t, 5, memory_efficient=True, stop_at_newline=True)
     np.testing.assert_array_equal(old[0], new[0])
     assert old[1] >= 0.5 and new[1] > 0.5 and old[2] == new[2]
+
+
+def test_a_probe_that_counted_no_trial_keeps_its_method_and_settings():
+    # a model that retrieves no needle gets NaN rows with the reason, and the rows still say what was tried
+    import json
+    from types import SimpleNamespace
+
+    from attendome.atlas.retrieval import _rows
+
+    lm = SimpleNamespace(key="m", n_layers=2, n_heads=3)
+    rows = _rows(lm, "retrieval", [], "probe:needle_qa_generation", {"n_trials": 4, "n_retrieved": 0},
+                 "0 of 4 trials retrieved the needle")
+    assert len(rows) == 6 and all(np.isnan(r["value"]) and r["n"] == 0 for r in rows)
+    assert {r["method"] for r in rows} == {"probe:needle_qa_generation"}
+    assert json.loads(rows[0]["settings"]) == {"n_trials": 4, "n_retrieved": 0}
+    assert rows[0]["reason"].startswith("0 of 4")
