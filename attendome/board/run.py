@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from attendome.core.io import read_json, read_parquet, write_json, write_parquet
-from attendome.core.params import Params
+from attendome.core.params import LeaderboardParams, Params
 from attendome.prep.store import load_attention_info
 from attendome.space.methods import METHODS as REGISTRY
 from attendome.board.metrics import (bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
@@ -63,7 +63,7 @@ def head_meta(params: Params, index: pd.DataFrame, atlas: pd.DataFrame, kv: dict
     return pd.concat([meta, labels], axis=1)
 
 
-def qualifying_types(meta: pd.DataFrame, lp) -> dict[str, dict]:
+def qualifying_types(meta: pd.DataFrame, lp: LeaderboardParams) -> dict[str, dict]:
     """Head types with at least ``min_positives`` positives in at least ``min_models`` non-control models.
 
     Returns:
@@ -174,7 +174,7 @@ def _score_method(
     return queries, {"classification": cls, "nulls": nulls, "controls": controls}
 
 
-def _aggregate(q: pd.DataFrame, ks, lp, cluster: pd.DataFrame | None = None) -> dict:
+def _aggregate(q: pd.DataFrame, ks, lp: LeaderboardParams, cluster: pd.DataFrame | None = None) -> dict:
     """Per scope: summary of per-query metrics averaged over replicates, plus the replicate spread.
 
     With ``cluster`` (``model, layer, head, cluster``), the mAP also gets a CI from the two-level
@@ -260,7 +260,8 @@ def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -
     return out
 
 
-def _outliers(errors: pd.DataFrame, clone: pd.DataFrame, meta: pd.DataFrame, lp) -> tuple[pd.DataFrame, dict]:
+def _outliers(errors: pd.DataFrame, clone: pd.DataFrame, meta: pd.DataFrame, lp: LeaderboardParams
+              ) -> tuple[pd.DataFrame, dict]:
     rows, summary = [], {}
     for method, per in (("universal", errors), ("cloner", clone)):
         sub = per[(per.kind == "all") & (per.metric == "kl") & per.method.isin(["model", "positional"])]
@@ -385,7 +386,8 @@ def _training(params: Params, root: str, embed: dict) -> dict:
     return out
 
 
-def paired_differences(queries: pd.DataFrame, meta: pd.DataFrame, types, lp, reference: str = "universal") -> dict:
+def paired_differences(queries: pd.DataFrame, meta: pd.DataFrame, types, lp: LeaderboardParams,
+                       reference: str = "universal") -> dict:
     """Per head type: mAP of ``reference`` minus that of every other method on the *same* queries
     (scope ``all``, per-query AP averaged over replicates), with paired bootstrap CIs: the per-query
     differences are resampled by model (two levels: models, then queries) and by (model, layer, KV

@@ -59,6 +59,7 @@ from attendome.clone.data import Batch, SegmentData, length_batches, pad_batch
 from attendome.clone.losses import EntropyCache, batch_kl, ce_loss, mean_kl
 from attendome.clone.positional import absolute_bias, positional_basis
 from attendome.clone.training import FitResult, fit
+from attendome.core.params import TrainParams
 
 
 __all__ = ["NEG", "key_features", "offsets", "bilinear_logprobs", "BilinearCloner", "train_cloner"]
@@ -186,7 +187,7 @@ class BilinearCloner(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-def train_cloner(train: SegmentData, val: SegmentData, tp, n_heads: int, seed: int, tracker=None,
+def train_cloner(train: SegmentData, val: SegmentData, tp: TrainParams, n_heads: int, seed: int, tracker=None,
                  progress: bool = True, desc: str = "clone") -> tuple[BilinearCloner, FitResult]:
     """Train one batched cloner of all ``n_heads`` heads on ``train``; the epoch is chosen on ``val``.
 

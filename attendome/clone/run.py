@@ -19,7 +19,7 @@ from attendome.prep.store import load_attention
 from attendome.clone.summary import plot_training, summarise_heads
 from attendome.clone.training import seed_for, torch_threads
 from attendome.core.io import read_parquet, write_json, write_parquet
-from attendome.core.params import Params
+from attendome.core.params import Params, TrainParams
 
 __all__ = ["SplitData", "load_split_data", "head_labels", "run_clone", "METRIC_KEYS"]
 
@@ -42,7 +42,7 @@ def _kind(source: str) -> str:
     return "repeat" if source == "gen" else "prose"
 
 
-def load_split_data(key: str, params: Params, root: str = ".", tp=None) -> SplitData:
+def load_split_data(key: str, params: Params, root: str = ".", tp: TrainParams | None = None) -> SplitData:
     """Train, validation and held-out :class:`~attendome.clone.model.SegmentData` of model ``key``.
 
     ``tp`` (default ``params.clone``) gives the feature projection and position settings; the

@@ -16,6 +16,7 @@ from attendome.clone.model import BilinearCloner
 from attendome.clone.positional import positional_basis
 from attendome.core.io import load_tensors
 from attendome.space.universal import UniversalEncoder
+from attendome.core.params import EmbedParams, TrainParams
 
 __all__ = ["load_cloner", "load_universal", "predict_attention"]
 
@@ -28,7 +29,7 @@ def _replicate(weights: dict[str, torch.Tensor], replicate: int) -> dict[str, to
     return out
 
 
-def load_cloner(path: str, train: SegmentData, tp, replicate: int = 0) -> BilinearCloner:
+def load_cloner(path: str, train: SegmentData, tp: TrainParams, replicate: int = 0) -> BilinearCloner:
     """Replicate ``replicate`` of one model's cloners (``tp``: the ``clone`` params they were trained with)."""
     weights, _ = load_tensors(path)
     state = _replicate(weights, replicate)
@@ -39,7 +40,7 @@ def load_cloner(path: str, train: SegmentData, tp, replicate: int = 0) -> Biline
     return model.eval()
 
 
-def load_universal(path: str, trains: dict[str, SegmentData], tp, replicate: int = 0) -> UniversalEncoder:
+def load_universal(path: str, trains: dict[str, SegmentData], tp: EmbedParams, replicate: int = 0) -> UniversalEncoder:
     """Replicate ``replicate`` of the universal encoder; ``trains`` is every model's training data, in
     the order the encoder was trained on (``params.models``)."""
     weights, _ = load_tensors(path)

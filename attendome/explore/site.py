@@ -124,10 +124,15 @@ def _outlier_scores(params: Params, meta: pd.DataFrame, root: str) -> dict[str, 
     return out
 
 
+def _positions(meta: pd.DataFrame) -> dict[tuple, int]:
+    """``{(model, layer, head): row of meta}``."""
+    return {k: i for i, k in enumerate(zip(meta.model, meta.layer, meta["head"]))}
+
+
 def _scores(root: str, meta: pd.DataFrame) -> list[dict]:
     """Per head (``meta`` order) ``{type: [value, stderr, label, method]}`` from the atlas."""
     atlas = read_parquet(f"{root}/data/atlas.parquet")
-    pos = {k: i for i, k in enumerate(zip(meta.model, meta.layer, meta["head"]))}
+    pos = _positions(meta)
     out: list[dict] = [{} for _ in range(len(meta))]
     for r in atlas.itertuples(index=False):
         i = pos.get((r.model, r.layer, r.head))
@@ -139,7 +144,7 @@ def _scores(root: str, meta: pd.DataFrame) -> list[dict]:
 def _nearest(root: str, meta: pd.DataFrame) -> list[dict]:
     """Per head ``{method: [[other head index, similarity, mutual], ...]}`` (one per other model)."""
     corr = read_parquet(f"{root}/data/correspondence.parquet")
-    pos = {k: i for i, k in enumerate(zip(meta.model, meta.layer, meta["head"]))}
+    pos = _positions(meta)
     out: list[dict] = [{} for _ in range(len(meta))]
     for r in corr.itertuples(index=False):
         i, j = pos.get((r.model, r.layer, r.head)), pos.get((r.other_model, r.other_layer, r.other_head))

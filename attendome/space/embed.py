@@ -15,7 +15,7 @@ from attendome.core.io import save_tensors
 from attendome.clone.summary import plot_training, summarise_heads
 from attendome.clone.training import seed_for, torch_threads
 from attendome.core.io import atomic_path, write_json, write_parquet
-from attendome.core.params import Params
+from attendome.core.params import EmbedParams, Params
 from attendome.core.tracking import track_run
 from attendome.space.universal import (ModelData, embedding_table, evaluate_universal, fit_new_embeddings,
                                        train_universal)
@@ -23,7 +23,7 @@ from attendome.space.universal import (ModelData, embedding_table, evaluate_univ
 __all__ = ["load_model_data", "embed_metrics", "run_embed"]
 
 
-def load_model_data(params: Params, tp, root: str = ".") -> list[ModelData]:
+def load_model_data(params: Params, tp: EmbedParams, root: str = ".") -> list[ModelData]:
     """:class:`~attendome.space.universal.ModelData` of every model, in ``params.models`` order."""
     out = []
     for key in params.models:
@@ -36,7 +36,8 @@ def _r(x, n=5):
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), n)
 
 
-def _transfer(models: list[ModelData], tp, r: int, updates: dict, progress: bool) -> tuple[pd.DataFrame, dict]:
+def _transfer(models: list[ModelData], tp: EmbedParams, r: int, updates: dict, progress: bool
+              ) -> tuple[pd.DataFrame, dict]:
     """Leave ``tp.transfer_model`` out, train on the rest, then fit only its embeddings (see
     :mod:`attendome.space.universal`). Two MLflow runs: the shared network, and the transfer fit."""
     held = next(m for m in models if m.key == tp.transfer_model)

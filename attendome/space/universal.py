@@ -48,6 +48,7 @@ from attendome.clone.losses import batch_kl, ce_loss, EntropyCache, mean_kl
 from attendome.clone.model import bilinear_logprobs
 from attendome.clone.positional import absolute_bias, positional_basis, project_positional
 from attendome.clone.training import FitResult, fit
+from attendome.core.params import EmbedParams
 
 __all__ = ["ModelData", "UniversalEncoder", "train_universal", "fit_new_embeddings", "evaluate_universal",
            "embedding_table"]
@@ -166,7 +167,7 @@ def _val_kl(enc: UniversalEncoder, models: list[ModelData], batch: int) -> tuple
     return float(np.dot(w, [per[m.key] for m in models]) / w.sum()), per
 
 
-def train_universal(models: list[ModelData], tp, seed: int, tracker=None, progress: bool = True,
+def train_universal(models: list[ModelData], tp: EmbedParams, seed: int, tracker=None, progress: bool = True,
                     desc: str = "universal") -> tuple[UniversalEncoder, FitResult, dict[str, np.ndarray]]:
     """Train the universal encoder on ``models`` (see module docstring).
 
@@ -227,7 +228,7 @@ def train_universal(models: list[ModelData], tp, seed: int, tracker=None, progre
     return enc.eval(), res, per_epoch_counts[res.best_epoch]
 
 
-def fit_new_embeddings(enc: UniversalEncoder, m: ModelData, tp, seed: int, updates_per_head: float,
+def fit_new_embeddings(enc: UniversalEncoder, m: ModelData, tp: EmbedParams, seed: int, updates_per_head: float,
                        tracker=None, progress: bool = True) -> tuple[torch.Tensor, FitResult]:
     """Transfer: fit only the embeddings of a model unseen in training; the shared network is frozen.
 

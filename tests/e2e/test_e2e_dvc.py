@@ -112,6 +112,24 @@ def test_phase1_and_phase2_outputs(repo):
     assert (d / "plots/embed/training.png").stat().st_size > 0
 
 
+def test_a_second_directory_reproduces_every_output_byte_for_byte(repo, tmp_path_factory):
+    # the same commit and params in another directory, run with another default thread count: dvc.lock
+    # (the md5 of every output, folder outputs included) and every committed metric are identical
+    d, env, _ = repo
+    lock = (d / "dvc.lock").read_text()
+    metrics = {p.relative_to(d).as_posix(): p.read_bytes() for p in (d / "metrics").rglob("*.json")}
+    d2 = tmp_path_factory.mktemp("e2e_again")
+    make_pipeline_repo(d2, tiny_params())
+    env2 = dict(env, PYTHONPATH=f"{d2}{os.pathsep}{ROOT / 'tests/socket_guard'}", OMP_NUM_THREADS="1",
+                ATTENDOME_SOCKET_LOG=str(d2 / "sockets.log"))
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
+        _run(cmd, d2, env2)
+    _run([sys.executable, "-m", "dvc", "repro"], d2, env2)
+    assert (d2 / "dvc.lock").read_text() == lock, "another directory wrote other outputs (see the md5s in dvc.lock)"
+    assert {p.relative_to(d2).as_posix(): p.read_bytes() for p in (d2 / "metrics").rglob("*.json")} == metrics
+
+
 def test_explorer_site_and_figures(repo):
     d, _, first = repo
     site = d / "reports/explorer"
