@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from attendome.core.io import read_json
+from attendome.board.records import Board, check_record
+from attendome.core.io import CorruptDataError, read_json
 
 __all__ = ["render", "update_readme", "BEGIN", "END", "main"]
 
@@ -36,7 +37,7 @@ def _ci(e: dict | None, key: str = "ci95_by_model") -> str:
     return f" [{lo:.2f}, {hi:.2f}]"
 
 
-def _leaderboard(board: dict, ks: list[int]) -> list[str]:
+def _leaderboard(board: Board, ks: list[int]) -> list[str]:
     out = ["### Leaderboard: head-type retrieval and classification across models (`metrics/leaderboard.json`)", ""]
     k = 10 if 10 in ks else ks[len(ks) // 2]
     for t in board["types"]:
@@ -121,7 +122,7 @@ def _verdict(d: dict) -> str:
     return "tied"
 
 
-def _summary(board: dict) -> list[str]:
+def _summary(board: Board) -> list[str]:
     """The generated "what the numbers say" paragraph: every sentence is read off the metrics.
 
     Verdicts use the paired bootstrap CI of the mAP difference (universal − method, by model): ahead
@@ -167,7 +168,7 @@ def _summary(board: dict) -> list[str]:
     return out
 
 
-def _reconstruction(board: dict) -> list[str]:
+def _reconstruction(board: Board) -> list[str]:
     out = [
         "### Reconstruction of held-out attention (`metrics/leaderboard.json`: reconstruction)",
         "",
@@ -211,7 +212,7 @@ def _reconstruction(board: dict) -> list[str]:
     return out
 
 
-def _outliers_and_correspondence(board: dict) -> list[str]:
+def _outliers_and_correspondence(board: Board) -> list[str]:
     o, c = board["outliers"], board["correspondence"]
     out = ["### Non-embeddable heads and head correspondence", ""]
     for m, s in o.items():
@@ -259,7 +260,12 @@ def _atlas(heads: dict[str, dict]) -> list[str]:
 def render(root: str | Path = ".") -> str:
     """The report's markdown, from the metrics under ``root``."""
     root = Path(root)
-    board = read_json(root / "metrics/leaderboard.json")
+    board: Board = read_json(root / "metrics/leaderboard.json")
+    try:
+        check_record(board, Board)
+    except (KeyError, TypeError) as err:
+        raise CorruptDataError(f"{root / 'metrics/leaderboard.json'} does not fit this version's leaderboard "
+                               f"({err.args[0]}); rerun dvc repro") from None
     heads = board["atlas_positives"]
     ks = sorted(
         {

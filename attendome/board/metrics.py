@@ -49,6 +49,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from attendome.board.records import ScopeSummary
+
 __all__ = ["cosine_matrix", "hit_chance", "expected_ap", "ranking_metrics", "retrieval_queries",
            "summarise_queries", "bootstrap_ci", "permutation_null_map", "lomo_classification",
            "flag_outliers", "correspondence", "SCOPES"]
@@ -221,14 +223,15 @@ def permutation_null_map(X: np.ndarray, model: np.ndarray, labels: np.ndarray, n
     return np.nanmean(np.stack(aps), axis=0) if aps else np.full(n_perm, np.nan)
 
 
-def summarise_queries(q: pd.DataFrame, qmodel: np.ndarray, ks: Sequence[int], n_boot: int, seed: int) -> dict:
+def summarise_queries(q: pd.DataFrame, qmodel: np.ndarray, ks: Sequence[int], n_boot: int, seed: int
+                      ) -> ScopeSummary:
     """Mean, chance and 95 % CIs of each per-query metric of one scope.
 
     Args:
         q: rows of :func:`retrieval_queries` for one scope.
         qmodel: ``(len(q),)`` model of each query (for the two-level bootstrap).
     """
-    out = {"n_queries": int(len(q)), "n_query_models": int(len(np.unique(qmodel)))}
+    out: dict = {"n_queries": int(len(q)), "n_query_models": int(len(np.unique(qmodel)))}  # + one Stat per metric
     names = ["ap"] + [f"{m}@{k}" for k in ks for m in ("precision", "recall", "hit")]
     for name in names:
         v = q[name].to_numpy(dtype=float)

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from attendome.board.records import Board
 from attendome.core.io import atomic_path
+from attendome.core.params import Params
 
 __all__ = ["leaderboard_plots"]
 
@@ -41,7 +43,7 @@ def _primary_type(meta: pd.DataFrame, positive) -> np.ndarray:
     return out
 
 
-def leaderboard_plots(params, board: dict, universal: pd.DataFrame, meta: pd.DataFrame, errors: pd.DataFrame,
+def leaderboard_plots(params: Params, board: Board, universal: pd.DataFrame, meta: pd.DataFrame, errors: pd.DataFrame,
                       clone: pd.DataFrame, outliers: pd.DataFrame, outdir: str) -> None:
     import matplotlib
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from attendome.core.io import read_json, read_parquet, write_json, write_parquet
+from attendome.board.records import Board, Classification, Difference, Reconstruction, ScopeSummary
 from attendome.core.params import LeaderboardParams, Params
 from attendome.prep.store import load_attention_info
 from attendome.space.methods import METHODS as REGISTRY
@@ -174,7 +175,8 @@ def _score_method(
     return queries, {"classification": cls, "nulls": nulls, "controls": controls}
 
 
-def _aggregate(q: pd.DataFrame, ks, lp: LeaderboardParams, cluster: pd.DataFrame | None = None) -> dict:
+def _aggregate(q: pd.DataFrame, ks, lp: LeaderboardParams, cluster: pd.DataFrame | None = None
+               ) -> dict[str, ScopeSummary]:
     """Per scope: summary of per-query metrics averaged over replicates, plus the replicate spread.
 
     With ``cluster`` (``model, layer, head, cluster``), the mAP also gets a CI from the two-level
@@ -200,7 +202,7 @@ def _aggregate(q: pd.DataFrame, ks, lp: LeaderboardParams, cluster: pd.DataFrame
     return out
 
 
-def _classification(cls: list[dict]) -> dict:
+def _classification(cls: list[dict]) -> Classification:
     """Mean over replicates of the LOMO classification results; the permutation null of replicate 0."""
     f1 = np.array([c["f1"] for c in cls])
     models = sorted({m for c in cls for m in c["ap_by_model"]})
@@ -233,7 +235,7 @@ def _classification(cls: list[dict]) -> dict:
     return out
 
 
-def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -> dict:
+def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -> dict[str, Reconstruction]:
     def means(per: pd.DataFrame, method: str) -> pd.DataFrame:
         sub = per[(per.kind == "all") & (per.metric == "kl")]
         return sub.pivot_table(index=["model", "seed"], columns="method", values="value", aggfunc="mean")
@@ -346,7 +348,7 @@ def _correspondence(tables: dict[str, pd.DataFrame], meta: pd.DataFrame, params:
     return pd.concat(frames, ignore_index=True), summary
 
 
-def _curve_csv(board: dict, ks, path: str, head_type: str = "induction") -> None:
+def _curve_csv(board: Board, ks, path: str, head_type: str = "induction") -> None:
     """precision@k of every method for one head type (a DVC data plot; empty columns if not queried)."""
     from attendome.core.io import atomic_path
 
@@ -387,7 +389,7 @@ def _training(params: Params, root: str, embed: dict) -> dict:
 
 
 def paired_differences(queries: pd.DataFrame, meta: pd.DataFrame, types, lp: LeaderboardParams,
-                       reference: str = "universal") -> dict:
+                       reference: str = "universal") -> dict[str, dict[str, Difference]]:
     """Per head type: mAP of ``reference`` minus that of every other method on the *same* queries
     (scope ``all``, per-query AP averaged over replicates), with paired bootstrap CIs: the per-query
     differences are resampled by model (two levels: models, then queries) and by (model, layer, KV
@@ -419,7 +421,7 @@ def paired_differences(queries: pd.DataFrame, meta: pd.DataFrame, types, lp: Lea
     return out
 
 
-def method_metrics(board: dict) -> dict[str, dict]:
+def method_metrics(board: Board) -> dict[str, dict]:
     """The DVC metrics of the leaderboard: per method (one file each, ``metrics/leaderboard/<method>.json``)
     its mAP per head type (scope ``all``), and the chance level per type (``chance.json``). Flat keys
     named after the types, so ``dvc metrics show`` stacks methods as rows of one small table; CIs,
@@ -435,7 +437,7 @@ def method_metrics(board: dict) -> dict[str, dict]:
     return out
 
 
-def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> dict:
+def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> Board:
     """Score every method (see module docstring); write metrics, per-query table, outliers, plots."""
     from attendome.board.plots import leaderboard_plots
 
@@ -449,7 +451,7 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> d
         kv[m] = (info["n_heads"], info.get("n_kv_heads") or info["n_heads"])
     meta = head_meta(params, index, atlas, kv)
     types = qualifying_types(meta, lp)
-    board: dict = {
+    board: Board = {
         "types": list(types),
         "pools": types,
         "methods": {},

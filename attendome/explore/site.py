@@ -44,6 +44,7 @@ import torch
 
 from attendome.board.metrics import flag_outliers
 from attendome.board.plots import _primary_type
+from attendome.board.records import Board
 from attendome.board.run import fit_transform, head_meta
 from attendome.clone.run import load_split_data
 from attendome.core.io import disk_full_error, no_space, read_json, read_parquet
@@ -166,7 +167,7 @@ def _cell(v, text: str | None = None) -> dict:
     return {"v": v, "t": text if text is not None else ("-" if v is None else f"{v:.3f}")}
 
 
-def leaderboard_tables(board: dict) -> list[dict]:
+def leaderboard_tables(board: Board) -> list[dict]:
     """The leaderboard as sortable tables: ``[{title, note, columns, rows: [[{v, t}, ...]]}]``."""
     tables = []
     for typ in board.get("types", []):

@@ -316,3 +316,25 @@ def test_trivial_baselines_code_depth_and_attention_habits():
     assert np.allclose(st[0], [1.0, 0.0, 0.0]) and np.allclose(st[1], [0.2, 1.0, 0.0])
     both = depth_stats_embeddings(idx, {"m": 4}, st)
     assert {"e_sink", "e_previous", "e_entropy"} <= set(both.columns)
+
+
+def test_the_committed_leaderboard_fits_its_typed_records_and_a_foreign_one_is_refused(tmp_path):
+    import json
+
+    from attendome.board.records import Board, check_record
+    from attendome.core.io import CorruptDataError
+    from attendome.report import render
+    from tests.conftest import ROOT
+
+    board = json.loads((ROOT / "metrics/leaderboard.json").read_text())
+    check_record(board, Board)  # what run_leaderboard writes is what report, plots and explorer read
+    broken = json.loads(json.dumps(board))
+    t = broken["types"][0]
+    del broken["methods"]["universal"][t]["all"]["map"]["ci95_by_model"]
+    with pytest.raises(KeyError, match=rf"methods.universal.{t}.all.map: missing 'ci95_by_model'"):
+        check_record(broken, Board)
+    del broken["pools"]
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/leaderboard.json").write_text(json.dumps(broken))
+    with pytest.raises(CorruptDataError, match="missing 'pools'"):
+        render(tmp_path)
