@@ -18,7 +18,11 @@ __all__ = ["stage_args", "load_checked_params", "run_stage", "say", "set_threads
 
 
 def set_threads(threads: int = 0) -> int:
-    """Set torch's CPU threads once for the stage: ``threads``, or every core available to the process.
+    """Set the stage's CPU threads once: ``threads``, or every core available to the process; for
+    torch (and the MKL it calls) and for the BLAS under numpy and scikit-learn (OpenBLAS, through
+    ``threadpoolctl``). Both split reductions by thread, so a machine's own default (its core count,
+    ``OMP_NUM_THREADS``) would otherwise change the last bits of the outputs: measured, numpy's
+    thread count alone changed the RSA and cloner baseline embeddings.
 
     Returns:
         The number of threads set.
@@ -26,10 +30,12 @@ def set_threads(threads: int = 0) -> int:
     import os
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n = max(1, threads or available)
     torch.set_num_threads(n)
+    threadpool_limits(limits=n, user_api="blas")  # kept for the rest of the process
     return n
 
 
