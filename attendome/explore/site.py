@@ -34,7 +34,6 @@ import base64
 import json
 import re
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from attendome.board.plots import _primary_type
 from attendome.board.records import Board
 from attendome.board.run import fit_transform, head_meta
 from attendome.clone.run import load_split_data
+from attendome.core.cache import atomic_dir
 from attendome.core.io import disk_full_error, no_space, read_json, read_parquet
 from attendome.core.params import Params, ParamsError
 from attendome.core.progress import progress
@@ -352,8 +352,7 @@ def build_explorer(params: Params, root: str = ".", out: str = "reports/explorer
     }
     examples = attention_examples(params, root, show=progress)
     final = Path(root) / out
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".explorer-", dir=final.parent))
+    tmp = atomic_dir(final)  # .<name>.<random> beside it; leftovers of a killed earlier build removed
     tmp.chmod(0o755)  # mkdtemp makes it private; the site is for everyone who can read the repository
     try:
         (tmp / "attn").mkdir()
@@ -365,7 +364,7 @@ def build_explorer(params: Params, root: str = ".", out: str = "reports/explorer
             _write_js(tmp / "attn" / f"{k}.js", f"window.ATTENDOME_ATTN[{json.dumps(k)}]", ex)
         (tmp / "dvc-plots-template.html").write_text(dvc_plots_template(), encoding="utf-8")
         data_files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        old = final.with_name(final.name + ".old")
+        old = final.with_name(f".{final.name}.old")
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)

@@ -141,7 +141,7 @@ def test_explorer_site_and_figures(repo):
     for stem in ("map_universal", "map_rsa", "map_scores", "map_cloner", "depth_share", "predictor_curves",
                  "correspondence"):
         assert {f"{stem}.png", f"{stem}.svg"} <= figs, stem
-    assert not list(d.glob("reports/.explorer-*")), "a temporary site folder was left behind"
+    assert not list(d.glob("reports/.explorer.*")), "a temporary site folder was left behind"
     data = json.loads((site / "data.js").read_text().split("=", 1)[1].strip().rstrip(";"))
     assert len(data["heads"]) == 30 * 9 + 6 * 12
     # nothing in the site points at the network (scripts, styles, images, fonts)
