@@ -14,10 +14,15 @@ head reads values ``(r * g_in) W_V`` (d -> d_head) and writes ``v W_O`` (d_head 
   ``h // (n_heads / n_kv_heads)``.
 * Gemma scales embeddings by ``sqrt(d)``: the embedding module's ``embed_scale`` is applied.
 * Untied embeddings use ``lm_head`` and ``embed_tokens`` separately (tied ones are the same tensor).
+* Biases (of the value and output projections) are left out: the OV circuit is the linear map.
+* Norm modules by name: input ``input_layernorm`` / ``ln_1`` / ``self_attn_layer_norm`` (OPT), final
+  ``norm`` / ``ln_f`` / ``final_layer_norm`` (GPT-NeoX; OPT's under ``decoder``).
 
-Supported: Llama-family attention (``q/k/v/o_proj``: Llama, Gemma 1-3, Qwen2/3, Mistral, ...) and
-GPT-2 (``c_attn``/``c_proj``). Other architectures raise :class:`UnsupportedArchitecture`, which
-the scorers turn into NaN with that reason.
+Supported: Llama-family attention (``q/k/v/o_proj``: Llama, Gemma 1-3, Qwen2/3, Mistral, ...),
+GPT-2 (``c_attn``/``c_proj``), GPT-NeoX / Pythia (fused ``query_key_value`` laid out per head as
+``[q_h | k_h | v_h]``, output ``dense``, final norm ``final_layer_norm``) and Phi-3 (fused ``qkv_proj``
+laid out as ``[Q (H * dh) | K (n_kv * dh) | V (n_kv * dh)]``). Other architectures raise
+:class:`UnsupportedArchitecture`, which the scorers turn into NaN with that reason.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def norm_gain(mod: nn.Module | None, d: int) -> torch.Tensor:
 
 def out_proj(attn: nn.Module) -> nn.Module:
     """The attention module's output projection (``o_proj`` or GPT-2's ``c_proj``)."""
-    for name in ("o_proj", "c_proj", "out_proj"):
+    for name in ("o_proj", "c_proj", "out_proj", "dense"):
         if hasattr(attn, name):
             return getattr(attn, name)
     raise UnsupportedArchitecture(f"{type(attn).__name__} has no recognised output projection")
@@ -90,6 +95,13 @@ def _heads_value(attn: nn.Module, n_heads: int, n_kv: int, d_head: int, d: int) 
         w = attn.v_proj.weight.detach().float().cpu()  # (n_kv*dh, d)
         per_kv = w.reshape(n_kv, d_head, d).transpose(1, 2)  # (n_kv, d, dh)
         return per_kv.repeat_interleave(n_heads // n_kv, dim=0)
+    if hasattr(attn, "query_key_value"):  # GPT-NeoX Linear (3d, d): rows per head [q_h | k_h | v_h]
+        w = attn.query_key_value.weight.detach().float().cpu()
+        return w.reshape(n_heads, 3, d_head, d)[:, 2].transpose(1, 2).contiguous()  # (H, d, dh)
+    if hasattr(attn, "qkv_proj"):  # Phi-3 Linear ((H + 2 n_kv) dh, d): rows [Q | K | V]
+        w = attn.qkv_proj.weight.detach().float().cpu()
+        per_kv = w[(n_heads + n_kv) * d_head:].reshape(n_kv, d_head, d).transpose(1, 2)  # (n_kv, d, dh)
+        return per_kv.repeat_interleave(n_heads // n_kv, dim=0)
     if hasattr(attn, "c_attn"):  # GPT-2 Conv1D (d, 3d): [Q | K | V]
         w = attn.c_attn.weight.detach().float().cpu()
         return w[:, 2 * d:].reshape(d, n_heads, d_head).permute(1, 0, 2)
@@ -106,19 +118,25 @@ def ov_weights(lm) -> OVWeights:
     lm_head = model.get_output_embeddings()
     if lm_head is None:
         raise UnsupportedArchitecture("model has no unembedding (LM head)")
+    if getattr(model.config, "do_layer_norm_before", True) is False:
+        raise UnsupportedArchitecture("post-norm OPT (do_layer_norm_before=False): the norm gain acts after "
+                                      "the attention, not on its input")
     body = base_model(model)
     emb = body.get_input_embeddings()
     d = emb.weight.shape[1]
     scale = float(getattr(emb, "embed_scale", 1.0))
     W_E = emb.weight.detach().float().cpu() * scale  # (V, d)
-    final_norm = getattr(body, "norm", None) or getattr(body, "ln_f", None)
+    decoder = getattr(body, "decoder", None)  # OPT keeps its layers and final norm one level down
+    final_norm = (getattr(body, "norm", None) or getattr(body, "ln_f", None)
+                  or getattr(body, "final_layer_norm", None) or getattr(decoder, "final_layer_norm", None))
     g_f = norm_gain(final_norm, d)
     W_U = lm_head.weight.detach().float().cpu().T * g_f[:, None]  # (d, V)
     layers = _layer_list(body)
     attns = attention_modules(body)
     W_V, W_O, G = [], [], []
     for layer, attn in zip(layers, attns):
-        in_norm = getattr(layer, "input_layernorm", None) or getattr(layer, "ln_1", None)
+        in_norm = (getattr(layer, "input_layernorm", None) or getattr(layer, "ln_1", None)
+                   or getattr(layer, "self_attn_layer_norm", None))  # OPT
         g_in = norm_gain(in_norm, d)
         post = layer.post_attention_layernorm if hasattr(layer, "pre_feedforward_layernorm") else None
         g_post = norm_gain(post, d)

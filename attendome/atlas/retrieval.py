@@ -40,6 +40,7 @@ from 1k up to the model's limit (e.g. 4k-50k+) at depths 0 %..100 % in 10 % step
 from __future__ import annotations
 
 import re
+import warnings
 import weakref
 from collections import Counter
 from contextlib import contextmanager
@@ -209,14 +210,26 @@ def _hits(top: torch.Tensor, ids: torch.Tensor, emitted: torch.Tensor, span: tup
 
 @contextmanager
 def attention_implementation(model, impl: str):
-    """Run ``model`` with attention implementation ``impl`` (e.g. ``sdpa``) inside the block."""
+    """Run ``model`` with attention implementation ``impl`` (e.g. ``sdpa``) inside the block.
+
+    A model whose ``transformers`` class refuses ``impl`` (Gemma 2 has no SDPA path) keeps its
+    current implementation, with a warning: the numbers are the same (the prefill captures no
+    attention), only memory grows with the square of the context instead of linearly.
+    """
     old = getattr(model.config, "_attn_implementation", "eager")
+    switched = False
     if old != impl:
-        model.set_attn_implementation(impl)
+        try:
+            model.set_attn_implementation(impl)
+            switched = True
+        except (ValueError, NotImplementedError) as err:
+            warnings.warn(f"{type(model).__name__} cannot run attention implementation {impl!r} ({err}); "
+                          f"the retrieval prefill stays on {old!r} (same numbers, memory quadratic in the "
+                          "context length)", stacklevel=3)
     try:
         yield
     finally:
-        if old != impl:
+        if switched:
             model.set_attn_implementation(old)
 
 
