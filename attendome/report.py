@@ -257,6 +257,32 @@ def _atlas(heads: dict[str, dict]) -> list[str]:
     return out + ["", "n/a: the score is undefined for the model (bidirectional encoder, or no unembedding).", ""]
 
 
+EXPERIMENTS = (
+    ("reports/ablation/ablation.md", "python experiments/ablation.py --out reports/ablation",
+     "Ablation: one params switch per row (held-out KL / positional KL, induction-target mass)"),
+    ("reports/sharing/sharing.md", "python experiments/sharing.py --out reports/sharing",
+     "Does sharing pay? Shared capacity of the universal encoder and family-out transfer"),
+    ("reports/more_data/more_data.md", "python experiments/more_data.py --out reports/more_data",
+     "More data: every window of the offline corpus (SmolLM2 and Gemma-3)"),
+)
+"""The experiment reports the report includes (file, command that writes it, heading). They are run
+by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, and deps of the stage
+``report``; one that is missing is named with its command."""
+
+
+def _experiments(root: Path) -> list[str]:
+    out = ["## What limits the learned space (experiments on this run's outputs)", ""]
+    for rel, cmd, title in EXPERIMENTS:
+        out += [f"### {title}", "", f"`{cmd}` (one replicate per row; choices on validation only).", ""]
+        f = root / rel
+        if not f.exists():
+            out += ["Not run for this commit.", ""]
+            continue
+        body = f.read_text().strip().replace("\n## ", "\n#### ")
+        out += [("#### " + body[3:]) if body.startswith("## ") else body, ""]
+    return out
+
+
 def render(root: str | Path = ".") -> str:
     """The report's markdown, from the metrics under ``root``."""
     root = Path(root)
@@ -283,7 +309,7 @@ def render(root: str | Path = ".") -> str:
         "",
     ]
     lines += _summary(board) + _leaderboard(board, ks) + _reconstruction(board)
-    lines += _outliers_and_correspondence(board) + _atlas(heads)
+    lines += _outliers_and_correspondence(board) + _atlas(heads) + _experiments(root)
     return "\n".join(lines).rstrip() + "\n"
 
 

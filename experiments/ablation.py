@@ -10,8 +10,9 @@ Rows (each one switch in ``params.yaml``, so ``dvc exp run -S ...`` reproduces i
 
 per causal model: held-out KL, its ratio to the positional baseline, the validation KL every choice
 must be made on, and the induction-target mass on held-out repeat probes averaged over the atlas's
-induction heads (predicted and true). The learning curve trains the default cloner on the first
-1/4, 1/2 and all of the training prompts (validation and held-out prompts unchanged).
+induction heads (predicted and true). The learning curve trains the default cloner on 1/4, 1/2 and
+all of the training prompts (a seeded random subset with the share of prose and repeat probes kept,
+``experiments/_common.take_prompts``; validation and held-out prompts unchanged).
 
     python experiments/ablation.py --models smollm2-135m gemma3-270m qwen25-coder-05b --out reports/ablation
 
@@ -27,33 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import os  # noqa: E402
+from _common import induction_mass as _induction_mass, pin_cpu, take_prompts as _subset  # noqa: E402
 
-from attendome import REPRODUCIBLE_CPU  # noqa: E402
-
-for _k, _v in REPRODUCIBLE_CPU.items():  # before torch loads: the kernels of the training stages
-    os.environ.setdefault(_k, _v)
-
-
-def _induction_mass(per, heads, n_heads):
-    import numpy as np
-
-    idx = {int(r.layer) * n_heads + int(r.head) for r in heads.itertuples()}
-    sub = per[(per.kind == "repeat") & (per.metric == "ind_mass") & per.head_index.isin(idx)]
-    if sub.empty:
-        return np.nan, np.nan
-    m = sub.groupby("method")["value"].mean()
-    return float(m.get("model", np.nan)), float(m.get("true", np.nan))
-
-
-def _subset(data, n):
-    from attendome.clone.data import SegmentData
-
-    return SegmentData(data.prompt_ids[:n], data.Z[:n], data.A[:n], data.causal, data.logn[:n], data.kinds[:n],
-                       data.ind[:n], data.dup[:n], data.content[:n])
+pin_cpu()
 
 
 def main(argv=None) -> int:

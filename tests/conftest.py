@@ -36,7 +36,8 @@ def make_pipeline_repo(d, params: dict):
 
     import yaml
 
-    items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation"]
+    items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation",
+             "reports/sharing", "reports/more_data"]
     for item in items:
         src = ROOT / item
         if src.is_dir():

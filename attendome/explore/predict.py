@@ -53,7 +53,10 @@ def load_universal(path: str, trains: dict[str, SegmentData], tp: EmbedParams, r
         mu, B, coef = positional_basis(list(trains.values()), tp.position_components, tp.position_eps)
         sizes = torch.tensor([0] + list(counts.values())).cumsum(0).tolist()
         basis = (mu, B, {k: coef[a:b] for k, a, b in zip(counts, sizes[:-1], sizes[1:])})
-    enc = UniversalEncoder(counts, d_in, rank, dim, tp.max_offset, 0, tp.prev_keys, basis, tp.match_terms)
+    shared_rank = state["WQ"].shape[1] if "WQ" in state else 0  # the sizes come from the file itself
+    shared_hidden = state["F1.weight"].shape[0] if "F1.weight" in state else 0
+    enc = UniversalEncoder(counts, d_in, rank, dim, tp.max_offset, 0, tp.prev_keys, basis, tp.match_terms,
+                           shared_rank, shared_hidden)
     missing, unexpected = enc.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("pos_")]:
         raise ValueError(f"universal encoder file does not match its params: missing {missing}, "

@@ -11,6 +11,13 @@ attention, with the predictor of :mod:`attendome.clone.model`:
     c_h = c_0 + M e_h                   (the head's absolute-position code in the shared basis)
     u_h = u_0 + U e_h                   (weights of the two match terms, when ``match_terms``)
 
+Shared capacity (experiment switches, off in the pipeline; ``experiments/sharing.py``):
+``shared_rank = R`` adds a bank of R rank-1 bilinear forms shared by every head of every model,
+``(Z W_Q)_j (Z_k W_K)_j``, which each head weights by ``a_h = a_0 + A e_h`` (R numbers from its
+embedding; the bank starts silent, ``a_0 = A = 0``): a per-head full-rank form that no single head's
+data has to support. ``shared_hidden = n`` passes the features through a shared residual network
+``Z + W_2 gelu(W_1 Z + c_1)`` (starting as the identity, ``W_2 = 0``) before every head.
+
 The absolute-position basis (``mu``, ``B_1..B_P``) is that of :func:`attendome.clone.model.positional_basis`
 over the training prompts of *all* models (pooled), fixed. Warm start, from training data only: the
 first ``P`` numbers of each head's embedding start at its standardised coordinates on that basis
@@ -84,10 +91,11 @@ class UniversalEncoder(nn.Module):
     """
 
     def __init__(self, head_counts: dict[str, int], d_in: int, rank: int, dim: int, max_offset: int,
-                 seed: int = 0, prev_keys: bool = True, basis: tuple | None = None, match_terms: bool = False):
+                 seed: int = 0, prev_keys: bool = True, basis: tuple | None = None, match_terms: bool = False,
+                 shared_rank: int = 0, shared_hidden: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.rank, self.dim = rank, dim
+        self.rank, self.dim, self.shared_rank, self.shared_hidden = rank, dim, shared_rank, shared_hidden
         d_k = 2 * d_in if prev_keys else d_in
         sq, sk = 1.0 / math.sqrt(d_in), 1.0 / math.sqrt(d_k)
         self.Q0 = nn.Parameter(torch.randn(d_in, rank, generator=g) * sq)
@@ -104,6 +112,20 @@ class UniversalEncoder(nn.Module):
         self.wb = nn.Parameter(torch.zeros(dim))
         self.u0 = nn.Parameter(torch.zeros(2)) if match_terms else None
         self.Ub = nn.Parameter(torch.zeros(dim, 2)) if match_terms else None
+        if shared_rank:  # the shared bank of rank-1 forms and each head's weights on them
+            self.WQ = nn.Parameter(torch.randn(d_in, shared_rank, generator=g) * sq)
+            self.WK = nn.Parameter(torch.randn(d_k, shared_rank, generator=g) * sk)
+            self.a0 = nn.Parameter(torch.zeros(shared_rank))
+            self.Ab = nn.Parameter(torch.zeros(dim, shared_rank))
+        if shared_hidden:  # the shared feature network Z + W2 gelu(W1 Z + c1), starting as the identity
+            self.F1 = nn.Linear(d_in, shared_hidden)
+            with torch.no_grad():
+                self.F1.weight.copy_(torch.randn(shared_hidden, d_in, generator=g) * sq)
+                self.F1.bias.zero_()
+            self.F2 = nn.Linear(shared_hidden, d_in)
+            with torch.no_grad():
+                self.F2.weight.zero_()
+                self.F2.bias.zero_()
         emb = {k: torch.randn(n, dim, generator=g) * 0.1 for k, n in head_counts.items()}
         self.has_positions = basis is not None
         if basis is not None:
@@ -144,7 +166,21 @@ class UniversalEncoder(nn.Module):
         w = self.w0 + e @ self.wb  # (H,)
         c = self.c0 + e @ self.Mb if self.has_positions else None  # (H, P)
         u = self.u0 + e @ self.Ub if self.u0 is not None else None  # (H, 2)
+        if self.shared_rank:
+            # bilinear_logprobs divides by sqrt(r + R); these factors keep the head's own rank-r part
+            # at its 1/sqrt(r) scale and give the bank 1/sqrt(R)
+            r, R = Q.shape[-1], self.shared_rank
+            a = self.a0 + e @ self.Ab  # (H, R): the head's weights on the shared rank-1 forms
+            Q = torch.cat([Q * math.sqrt((r + R) / r), self.WQ[None] * a[:, None, :] * math.sqrt((r + R) / R)],
+                          dim=-1)  # (H, d, r + R)
+            K = torch.cat([K, self.WK[None].expand(e.shape[0], -1, -1)], dim=-1)  # (H, d_k, r + R)
         return Q, K, sw, sb, rel, w, c, u
+
+    def features(self, Z: torch.Tensor) -> torch.Tensor:
+        """Segment features ``(B, S, d)`` after the shared feature network (unchanged without one)."""
+        if not self.shared_hidden:
+            return Z
+        return Z + self.F2(torch.nn.functional.gelu(self.F1(Z)))  # (B, S, d)
 
     def forward(self, key: str, batch: Batch, heads: torch.Tensor | None = None,
                 emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,7 +190,8 @@ class UniversalEncoder(nn.Module):
             e = e[heads]
         Q, K, sw, sb, rel, w, c, u = self.head_maps(e)
         ab = absolute_bias(self.pos_mu, self.pos_basis, c, batch.Z.shape[1]) if c is not None else None
-        return bilinear_logprobs(batch.Z, Q, K, sw, sb, batch.valid, rel, batch.logn, w, ab, batch.match, u)
+        Z = self.features(batch.Z)  # (B, S, d)
+        return bilinear_logprobs(Z, Q, K, sw, sb, batch.valid, rel, batch.logn, w, ab, batch.match, u)
 
     def embedding(self, key: str) -> torch.Tensor:
         return self.emb[_pkey(key)].detach()
@@ -168,8 +205,13 @@ def _val_kl(enc: UniversalEncoder, models: list[ModelData], batch: int) -> tuple
 
 
 def train_universal(models: list[ModelData], tp: EmbedParams, seed: int, tracker=None, progress: bool = True,
-                    desc: str = "universal") -> tuple[UniversalEncoder, FitResult, dict[str, np.ndarray]]:
+                    desc: str = "universal", shared_rank: int = 0, shared_hidden: int = 0
+                    ) -> tuple[UniversalEncoder, FitResult, dict[str, np.ndarray]]:
     """Train the universal encoder on ``models`` (see module docstring).
+
+    ``shared_rank`` / ``shared_hidden``: the shared capacity of :class:`UniversalEncoder` (0: none, the
+    pipeline's encoder). They are experiment switches (``experiments/sharing.py``), not params yet:
+    neither beat the default on validation at the default data size.
 
     Returns:
         ``(encoder, fit result, updates)``: ``updates[key]`` is ``(n_heads,)`` the number of gradient
@@ -183,7 +225,7 @@ def train_universal(models: list[ModelData], tp: EmbedParams, seed: int, tracker
         sizes = np.cumsum([0] + [m.n for m in models])
         basis = (mu, B, {m.key: coef[a:b] for m, a, b in zip(models, sizes[:-1], sizes[1:])})
     enc = UniversalEncoder({m.key: m.n for m in models}, d_in, tp.rank, tp.dim, tp.max_offset, seed, tp.prev_keys,
-                           basis, tp.match_terms)
+                           basis, tp.match_terms, shared_rank, shared_hidden)
     weights = np.array([m.n for m in models], dtype=float)
     weights /= weights.sum()
     steps = max(len(length_batches(m.train, tp.batch_prompts, np.random.default_rng(0))) for m in models)
