@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from attendome.clone.evaluate import evaluate_heads
+    from attendome.clone.losses import mean_kl
     from attendome.clone.positional import mean_positional_pattern
     from attendome.clone.run import head_labels
     from attendome.clone.training import seed_for, torch_threads
@@ -170,8 +171,6 @@ def main(argv=None) -> int:
                                    m.heldout, m.n_layers, m.n_heads) for m in models]
                     enc, res, _ = _train(sub, tp, seed, f"{name}, {frac:g} of the training prompts", **kw)
                 for m in sub:
-                    from attendome.clone.losses import mean_kl
-
                     kl = mean_kl(lambda b, k=m.key: enc(k, b), m.heldout, tp.batch_prompts)
                     curve.append(dict(variant=name, fraction=frac, n_train_prompts=len(m.train), model=m.key,
                                       best_val_kl=res.best_val, heldout_kl=kl, ratio_positional=kl / klpos[m.key]))
