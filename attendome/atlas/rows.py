@@ -22,7 +22,7 @@ def not_applicable_reason(scorer: S.Scorer, lm) -> str:
         return "model has no unembedding (LM head): the score is undefined"
     if scorer.causal_only and not lm.is_causal:
         return "bidirectional encoder: every token sees the next one, so the score is undefined"
-    return ""
+    return getattr(lm, "unsupported", {}).get(scorer.name, "")
 
 
 def rows_from_samples(lm, name: str, samples: np.ndarray, method: str, settings: dict) -> list[dict]:

@@ -25,6 +25,9 @@ def base_model(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+_CROSS = ("encoder_attn", "crossattention", "cross_attn", "EncDecAttention")  # names of cross-attention modules
+
+
 def _layer_list(model: nn.Module) -> nn.ModuleList:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     n = cfg.num_hidden_layers
@@ -41,11 +44,15 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
     Per layer, the innermost module whose class name contains ``Attention`` (e.g.
     ``LlamaAttention``, ``GPT2Attention``, ``BertSelfAttention``); its forward returns
-    ``(output, attention_probabilities)`` in ``transformers`` 5.
+    ``(output, attention_probabilities)`` in ``transformers`` 5. Cross-attention modules (Whisper's
+    ``encoder_attn``, GPT-2's ``crossattention``) are never chosen: only self-attention heads are
+    analysed.
     """
     mods = []
     for layer in _layer_list(model):
-        found = [m for m in layer.modules() if "Attention" in type(m).__name__ and "Output" not in type(m).__name__]
+        found = [m for name, m in layer.named_modules()
+                 if "Attention" in type(m).__name__ and "Output" not in type(m).__name__
+                 and not any(c in name for c in _CROSS)]
         if not found:
             raise RuntimeError(f"no attention module in layer {type(layer).__name__}")
         mods.append(found[-1])

@@ -9,6 +9,9 @@ choices:
   probabilities, which fused kernels never materialise.
 * Models of a control source (``random_init``) copy the config and tokenizer of their ``base`` and
   draw weights from the architecture's initialiser under ``init_seed``: the negative control.
+* Whisper (encoder-decoder) is loaded as its text decoder conditioned on the encoder output of
+  silence (:mod:`attendome.core.whisper`); its geometry is the decoder's. Other encoder-decoder
+  models are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,8 @@ class LoadedModel:
         has_unembedding: True when the model has an LM head (output embeddings).
         n_layers, n_heads, n_kv_heads, d_head: attention geometry.
         name: human-readable name.
+        unsupported: scorer name -> why that score is undefined for this model (beyond the scorer
+            registry's own rules, e.g. retrieval in Whisper's 448-position decoder).
     """
 
     key: str
@@ -59,6 +64,7 @@ class LoadedModel:
     n_kv_heads: int
     d_head: int
     name: str
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -77,6 +83,10 @@ def _dtype(name: str):
 
 
 def _text_config(config):
+    if getattr(config, "model_type", "") == "whisper":  # the text decoder's geometry
+        from attendome.core.whisper import decoder_config
+
+        return decoder_config(config)
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
@@ -149,8 +159,10 @@ def load_model(key: str, params: Params) -> LoadedModel:
     config, path, kw = load_config(key, params)
     tcfg = _text_config(config)
     model_type = getattr(tcfg, "model_type", "")
-    if getattr(config, "is_encoder_decoder", False):
-        raise ModelUnavailableError(f"model {key!r}: encoder-decoder models are not supported")
+    whisper = getattr(config, "model_type", "") == "whisper"
+    if getattr(config, "is_encoder_decoder", False) and not whisper:
+        raise ModelUnavailableError(f"model {key!r}: encoder-decoder models other than Whisper are not supported "
+                                    f"(model_type {config.model_type!r})")
     is_causal = model_type not in ENCODER_MODEL_TYPES
     _, src_spec = origin(key, params)
     if src_spec.trust_remote_code:
@@ -158,10 +170,15 @@ def load_model(key: str, params: Params) -> LoadedModel:
                       "with your permissions; set it only for code you have read")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=src_spec.trust_remote_code, **kw)
     cls = AutoModelForCausalLM if is_causal else AutoModel
+    if whisper:
+        from transformers import WhisperForConditionalGeneration
+
+        cls = WhisperForConditionalGeneration
     load_kw: dict[str, Any] = dict(attn_implementation="eager", trust_remote_code=src_spec.trust_remote_code)
     if get_source(spec.source).control:
         torch.manual_seed(spec.init_seed)
-        model = cls.from_config(config, **load_kw)
+        model = (cls._from_config(config, attn_implementation="eager") if whisper
+                 else cls.from_config(config, **load_kw))
         model = model.to(_dtype(spec.dtype) if spec.dtype != "auto" else torch.float32)
     else:
         load_kw["dtype"] = _dtype(spec.dtype)
@@ -177,6 +194,11 @@ def load_model(key: str, params: Params) -> LoadedModel:
     if not spec.device_map:
         model = model.to(spec.device)
     model.eval()
+    unsupported: dict[str, str] = {}
+    if whisper:
+        from attendome.core.whisper import WHISPER_NA, wrap_whisper
+
+        model, unsupported = wrap_whisper(model), dict(WHISPER_NA)
     n_heads = tcfg.num_attention_heads
     d_head = getattr(tcfg, "head_dim", None) or tcfg.hidden_size // n_heads
     has_unemb = is_causal and model.get_output_embeddings() is not None
@@ -191,6 +213,7 @@ def load_model(key: str, params: Params) -> LoadedModel:
         n_kv_heads=getattr(tcfg, "num_key_value_heads", None) or n_heads,
         d_head=d_head,
         name=spec.name or key,
+        unsupported=unsupported,
     )
 
 
@@ -236,11 +259,14 @@ def check_params_against_config(key: str, params: Params, heads: bool = False, f
     positions = getattr(tcfg, "max_position_embeddings", None)
     if heads and positions:
         pp, rp = params.heads.probe, params.heads.retrieval
-        n = 2 * pp.seq_len + 2  # two copies plus at most a prefix and a suffix token
+        whisper = getattr(config, "model_type", "") == "whisper"
+        # two copies plus the template's affixes: at most one token each side, Whisper's task prompt 4 + 1
+        n = 2 * pp.seq_len + (5 if whisper else 2)
         if n > positions:
             raise ParamsError(f"invalid params.yaml:\n  heads.probe.seq_len: {pp.seq_len} makes {n}-token sequences, "
                               f"beyond the {positions} positions of model {key!r}")
-        encoder = getattr(tcfg, "model_type", "") in ENCODER_MODEL_TYPES  # retrieval is undefined there (n/a)
+        # retrieval is undefined (n/a rows with the reason) in encoders and in Whisper's text decoder
+        encoder = getattr(tcfg, "model_type", "") in ENCODER_MODEL_TYPES or whisper
         if not encoder and ("retrieval" in params.heads.scorers or "retrieval_tf" in params.heads.scorers):
             longest = max(rp.context_lengths) + 64 + rp.needle_words * 4 + rp.max_new_tokens  # question + answer
             if longest > positions:

@@ -152,7 +152,11 @@ class ModelSpec(_Frozen):
         more than one; checked against ``sha256``). ``format`` says whether it is a GGUF file, a
         Hugging Face model directory (then ``sha256`` is of ``checked_file`` inside it), or a split
         zip of such a directory (``zip_dir``: the parts concatenate to a zip with ``archive_sha256``,
-        whose folder ``inner`` is extracted once into the user cache).
+        whose folder ``inner`` is extracted once into the user cache), or a CTranslate2 Whisper
+        ``model.bin`` (``ct2_whisper``: ``sha256`` of the assembled file; the ``tokenizer.json`` beside
+        the first part is checked against ``tokenizer_sha256``; converted once into the user cache), or
+        a BERT ONNX export (``onnx_bert``: ``files`` = the ``.onnx`` file, then the folder whose
+        tokenizer files it uses, checked by the ``tokenizer_sha256`` of its ``tokenizer.json``).
       * ``local`` – a local Hugging Face directory or GGUF file at ``path``.
       * ``hf`` – any Hugging Face hub id (needs network or a warm HF cache).
       * ``random_init`` – same config and tokenizer as model ``base``, weights drawn from the
@@ -162,13 +166,15 @@ class ModelSpec(_Frozen):
     source: Literal["bundled", "local", "hf", "random_init"]
     name: str | None = Field(None, description="Human-readable model name for reports.")
     files: tuple[BundledFile, ...] = ()
-    format: Literal["gguf", "hf_dir", "zip_dir"] = "gguf"
+    format: Literal["gguf", "hf_dir", "zip_dir", "ct2_whisper", "onnx_bert"] = "gguf"
     sha256: str | None = None
     checked_file: str | None = None
     tree_sha256: str | None = Field(None, description="hf_dir: one hash over every file of the folder "
                                     "(attendome.core.models.tree_sha256)")
     archive_sha256: str | None = Field(None, description="zip_dir: sha256 of the assembled (concatenated) zip")
     inner: str | None = Field(None, description="zip_dir: the model folder inside the zip")
+    tokenizer_sha256: str | None = Field(None, description="ct2_whisper: sha256 of the tokenizer.json beside the "
+                                         "first file; onnx_bert: of the tokenizer.json in the second (a folder)")
     path: str | None = None
     hf_id: str | None = None
     revision: str | None = None
@@ -191,6 +197,11 @@ class ModelSpec(_Frozen):
                 raise ValueError("source 'bundled' needs 'sha256' so the weights can be verified")
             if self.format in ("hf_dir", "zip_dir") and not self.checked_file:
                 raise ValueError(f"format {self.format!r} needs 'checked_file' (the file sha256 refers to)")
+            if self.format in ("ct2_whisper", "onnx_bert") and not self.tokenizer_sha256:
+                raise ValueError(f"format {self.format!r} needs 'tokenizer_sha256' (of the tokenizer.json it uses)")
+            if self.format == "onnx_bert" and len(self.files) != 2:
+                raise ValueError("format 'onnx_bert' needs two 'files': the .onnx file, then the folder of its "
+                                 "tokenizer")
             if self.format == "zip_dir" and not (self.archive_sha256 and self.inner):
                 raise ValueError("format 'zip_dir' needs 'archive_sha256' (of the assembled zip) and 'inner' "
                                  "(the model folder inside it)")
@@ -200,7 +211,7 @@ class ModelSpec(_Frozen):
             raise ValueError("source 'hf' needs 'hf_id'")
         if self.source == "random_init" and not self.base:
             raise ValueError("source 'random_init' needs 'base' (key of the model to copy the config of)")
-        for name in ("sha256", "archive_sha256", "tree_sha256"):
+        for name in ("sha256", "archive_sha256", "tree_sha256", "tokenizer_sha256"):
             v = getattr(self, name)
             if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
                 raise ValueError(f"{name} must be 64 lowercase hex digits")

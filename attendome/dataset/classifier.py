@@ -42,17 +42,26 @@ def classify_scores(scores: np.ndarray, high_threshold: float = 0.7, medium_thre
 
 
 def wrap_model(model, tokenizer, name: str) -> LoadedModel:
-    """Wrap a plain ``transformers`` model + tokenizer for the scorers (switching to eager attention)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    """Wrap a plain ``transformers`` model + tokenizer for the scorers (switching to eager attention).
+
+    A ``WhisperForConditionalGeneration`` becomes its text decoder conditioned on silence
+    (:func:`attendome.core.whisper.wrap_whisper`)."""
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")
+    unsupported: dict[str, str] = {}
+    if getattr(model.config, "model_type", "") == "whisper":
+        from attendome.core.whisper import WHISPER_NA, wrap_whisper
+
+        model, unsupported = wrap_whisper(model.eval()), dict(WHISPER_NA)
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     n_heads = cfg.num_attention_heads
     is_causal = getattr(cfg, "model_type", "") not in ENCODER_MODEL_TYPES
     return LoadedModel(key=name.replace("/", "--"), model=model.eval(), tokenizer=tokenizer, is_causal=is_causal,
                        has_unembedding=is_causal and model.get_output_embeddings() is not None,
                        n_layers=cfg.num_hidden_layers, n_heads=n_heads,
                        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
-                       d_head=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads, name=name)
+                       d_head=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads, name=name,
+                       unsupported=unsupported)
 
 
 class InductionHeadClassifier:

@@ -48,6 +48,11 @@ def _config(name: str):
         "bert": lambda: T.BertForMaskedLM(T.BertConfig(**SMALL, max_position_embeddings=256)),
         "roberta": lambda: T.RobertaForMaskedLM(T.RobertaConfig(**SMALL, max_position_embeddings=258, pad_token_id=1)),
         "mpnet": lambda: T.MPNetForMaskedLM(T.MPNetConfig(**SMALL, max_position_embeddings=258, pad_token_id=1)),
+        # an encoder-decoder's decoder: Whisper's, conditioned on the encoder output of silence
+        "whisper (decoder)": lambda: T.WhisperForConditionalGeneration(T.WhisperConfig(
+            vocab_size=V, d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, num_mel_bins=8,
+            max_target_positions=128, decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0)),
     }
     torch.manual_seed(0)
     return builders[name]().eval()
@@ -59,7 +64,7 @@ FUSED = {"gpt_neox (Pythia)": "query_key_value", "phi3": "qkv_proj"}
 # the retrieval probe's prefill asks for SDPA, which transformers refuses for Gemma 2: it stays eager
 NO_SDPA = {"gemma2"}
 FAMILIES = ["gpt2", "gpt_neo", "gpt_neox (Pythia)", "opt", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3",
-            "phi3", "olmo2", "bert", "roberta", "mpnet"]
+            "phi3", "olmo2", "bert", "roberta", "mpnet", "whisper (decoder)"]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +96,9 @@ def test_every_scorer_is_defined_or_says_why_not(family, heads_params):
     undefined = set(df[df.value.isna()].score_name)
     if family in ENCODERS:  # no causal mask, no LM head: only the pattern scores that need neither
         assert undefined == set(heads_params.scorers) - {"previous_token", "duplicate_token"}
+    elif family.startswith("whisper"):  # 448 text positions hold no haystack: both retrieval probes n/a
+        assert undefined == {"retrieval", "retrieval_tf"}
+        assert df[df.score_name == "retrieval"].reason.str.contains("Whisper").all()
     else:  # a random tiny decoder retrieves no needle; every other score is defined
         assert undefined <= {"retrieval"}
 
