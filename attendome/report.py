@@ -244,17 +244,36 @@ def _outliers_and_correspondence(board: Board) -> list[str]:
     return out
 
 
-def _atlas(heads: dict[str, dict]) -> list[str]:
+def _atlas(heads: dict[str, dict], families: dict[str, dict] | None = None) -> list[str]:
     out = ["### Head atlas: heads labelled high or medium (`metrics/leaderboard.json`: atlas_positives)", ""]
     types = sorted({t for counts in heads.values() for t in counts})
-    out += ["| model | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
-    for m, counts in heads.items():
+    fam = families or {}
+
+    def family_of(m: str) -> str:
+        f = fam.get(m, {})
+        return f.get("family", m) + (" (control)" if f.get("control") else "")
+
+    order = sorted(heads, key=lambda m: (fam.get(m, {}).get("control", False), family_of(m), m))
+    out += ["| family | model | " + " | ".join(types) + " |", "|---|---|" + "---|" * len(types)]
+    for m in order:
+        counts = heads[m]
         out.append(
-            f"| {m} | "
+            f"| {family_of(m)} | {m} | "
             + " | ".join(str(counts.get(t, 0)) if counts.get(t, 0) is not None else "n/a" for t in types)
             + " |"
         )
-    return out + ["", "n/a: the score is undefined for the model (bidirectional encoder, or no unembedding).", ""]
+    out += ["", "n/a: the score is undefined for the model (bidirectional encoder, no unembedding, or Whisper's "
+            "448-position decoder for retrieval)."]
+    if fam:
+        groups: dict[str, list[str]] = {}
+        for m, f in fam.items():
+            if not f.get("control"):
+                groups.setdefault(f["family"], []).append(m)
+        pairs = [f"{f}: " + ", ".join(sorted(ms)) for f, ms in sorted(groups.items()) if len(ms) > 1]
+        out += ["", "Same-family models (their pairs form the leaderboard's `same_family` scope; every other pair "
+                "is cross-family): " + ("; ".join(pairs) if pairs else "none in this run, every pair is cross-family")
+                + "."]
+    return out + [""]
 
 
 EXPERIMENTS = (
@@ -264,6 +283,8 @@ EXPERIMENTS = (
      "Does sharing pay? Shared capacity of the universal encoder and family-out transfer"),
     ("reports/more_data/more_data.md", "python experiments/more_data.py --out reports/more_data",
      "More data: every window of the offline corpus (SmolLM2 and Gemma-3)"),
+    ("reports/layers/layers.md", "python experiments/layers.py --layers 6 9 12 --out reports/layers",
+     "Which encoder layer: features from hidden-state layers of the features encoder, chosen on validation"),
 )
 """The experiment reports the report includes (file, command that writes it, heading). They are run
 by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, and deps of the stage
@@ -309,7 +330,7 @@ def render(root: str | Path = ".") -> str:
         "",
     ]
     lines += _summary(board) + _leaderboard(board, ks) + _reconstruction(board)
-    lines += _outliers_and_correspondence(board) + _atlas(heads) + _experiments(root)
+    lines += _outliers_and_correspondence(board) + _atlas(heads, board.get("families")) + _experiments(root)
     return "\n".join(lines).rstrip() + "\n"
 
 

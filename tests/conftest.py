@@ -37,7 +37,7 @@ def make_pipeline_repo(d, params: dict):
     import yaml
 
     items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation",
-             "reports/sharing", "reports/more_data"]
+             "reports/sharing", "reports/more_data", "reports/layers"]
     for item in items:
         src = ROOT / item
         if src.is_dir():

@@ -117,10 +117,19 @@ class Reconstruction(TypedDict):
     control: bool
 
 
+class ModelFamily(TypedDict):
+    """A model's family (catalogue ``family``, default its key) and whether it is a negative control;
+    retrieval pairs of one family form the ``same_family`` scope, all others ``cross_family``."""
+
+    family: str
+    control: bool
+
+
 class Board(TypedDict, total=False):
     """The whole leaderboard (``metrics/leaderboard.json``)."""
 
     types: list[str]
+    families: dict[str, ModelFamily]
     pools: dict[str, Pool]
     methods: dict[str, dict[str, TypeEntry]]
     atlas_positives: dict[str, dict[str, int | None]]

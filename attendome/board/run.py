@@ -453,6 +453,8 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> B
     types = qualifying_types(meta, lp)
     board: Board = {
         "types": list(types),
+        "families": {m: {"family": params.models[m].family or m, "control": params.is_control(m)}
+                     for m in params.models},
         "pools": types,
         "methods": {},
         "atlas_positives": {

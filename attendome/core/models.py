@@ -9,6 +9,8 @@ choices:
   probabilities, which fused kernels never materialise.
 * Models of a control source (``random_init``) copy the config and tokenizer of their ``base`` and
   draw weights from the architecture's initialiser under ``init_seed``: the negative control.
+  ``random_config`` models take their architecture from the spec's ``config`` instead (any family
+  ``transformers`` knows, at any size) and their tokenizer from ``base``.
 * Whisper (encoder-decoder) is loaded as its text decoder conditioned on the encoder output of
   silence (:mod:`attendome.core.whisper`); its geometry is the decoder's. Other encoder-decoder
   models are refused with a clear error.
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 
 from attendome.core.cache import ModelUnavailableError
-from attendome.core.params import ModelSpec, Params
+from attendome.core.params import ModelSpec, Params, ParamsError
 from attendome.core.sources import get_source, origin, quiet_transformers, resolve_weights
 
 __all__ = ["ModelUnavailableError", "LoadedModel", "load_model", "load_config", "load_tokenizer",
@@ -91,13 +93,30 @@ def _text_config(config):
 
 
 def load_config(key: str, params: Params):
-    """The model's ``transformers`` config (for ``random_init`` that of its base)."""
+    """The model's ``transformers`` config (for ``random_init`` that of its base; for ``random_config``
+    built from the spec's ``config``, ``vocab_size`` defaulting to the base tokenizer's size), with the
+    path and keywords its tokenizer loads from."""
     from transformers import AutoConfig
 
     src_key, src_spec = origin(key, params)
     if get_source(src_spec.source).online:
         _hub_check(src_spec.hf_id, params)
     path, kw = resolve_weights(src_key, src_spec)
+    spec = params.model(key)
+    if spec.config is not None:  # random_config: the architecture from its config, the base's tokenizer
+        cfg = dict(spec.config)
+        try:
+            config = AutoConfig.for_model(**cfg)
+        except (ValueError, TypeError) as err:
+            raise ParamsError(f"invalid params.yaml:\n  catalog.{key}.config: {err}") from None
+        if "vocab_size" not in cfg:
+            from transformers import AutoTokenizer
+
+            n_tok = len(AutoTokenizer.from_pretrained(path, **kw))
+            for c in {id(config): config, id(_text_config(config)): _text_config(config)}.values():
+                if hasattr(c, "vocab_size"):
+                    c.vocab_size = n_tok
+        return config, path, kw
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=src_spec.trust_remote_code, **kw), path, kw
     except OSError as err:
@@ -169,6 +188,10 @@ def load_model(key: str, params: Params) -> LoadedModel:
         warnings.warn(f"model {key!r}: trust_remote_code is true: Python code shipped with {path!r} will run "
                       "with your permissions; set it only for code you have read")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=src_spec.trust_remote_code, **kw)
+    vocab = getattr(tcfg, "vocab_size", None) or getattr(config, "vocab_size", None)
+    if spec.config is not None and vocab is not None and vocab < len(tok):
+        raise ParamsError(f"invalid params.yaml:\n  catalog.{key}.config.vocab_size: {vocab}, but the tokenizer of "
+                          f"{spec.base!r} has {len(tok)} tokens")
     cls = AutoModelForCausalLM if is_causal else AutoModel
     if whisper:
         from transformers import WhisperForConditionalGeneration
@@ -252,8 +275,6 @@ def check_params_against_config(key: str, params: Params, heads: bool = False, f
     Raises:
         ParamsError: naming the key, the value and the model's limit.
     """
-    from attendome.core.params import ParamsError
-
     config, _, _ = load_config(key, params)
     tcfg = _text_config(config)
     positions = getattr(tcfg, "max_position_embeddings", None)

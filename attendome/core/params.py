@@ -144,6 +144,9 @@ class BundledFile(_Frozen):
         return v
 
 
+CONTROL_SOURCES = ("random_init", "random_config")  # random weights: negative controls
+
+
 class ModelSpec(_Frozen):
     """Where a model's weights come from and how to load them.
 
@@ -161,9 +164,13 @@ class ModelSpec(_Frozen):
       * ``hf`` – any Hugging Face hub id (needs network or a warm HF cache).
       * ``random_init`` – same config and tokenizer as model ``base``, weights drawn from the
         architecture's initialiser with ``init_seed`` (the negative control).
+      * ``random_config`` – any architecture ``transformers`` knows, from ``config`` (``model_type``
+        and sizes, ``AutoConfig.for_model``), with the tokenizer of model ``base`` (``vocab_size``
+        defaults to that tokenizer's size) and random weights under ``init_seed``: how every
+        family's module layout is run through the whole pipeline offline (a control).
     """
 
-    source: Literal["bundled", "local", "hf", "random_init"]
+    source: Literal["bundled", "local", "hf", "random_init", "random_config"]
     name: str | None = Field(None, description="Human-readable model name for reports.")
     files: tuple[BundledFile, ...] = ()
     format: Literal["gguf", "hf_dir", "zip_dir", "ct2_whisper", "onnx_bert"] = "gguf"
@@ -179,6 +186,8 @@ class ModelSpec(_Frozen):
     hf_id: str | None = None
     revision: str | None = None
     base: str | None = None
+    config: dict[str, Any] | None = Field(None, description="random_config: transformers config keywords "
+                                          "(model_type and sizes)")
     init_seed: NonNeg = 0
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str = Field("cpu", pattern=r"^(cpu|mps|cuda(:\d+)?)$",
@@ -211,6 +220,13 @@ class ModelSpec(_Frozen):
             raise ValueError("source 'hf' needs 'hf_id'")
         if self.source == "random_init" and not self.base:
             raise ValueError("source 'random_init' needs 'base' (key of the model to copy the config of)")
+        if self.source == "random_config":
+            if not self.base:
+                raise ValueError("source 'random_config' needs 'base' (key of the model whose tokenizer it uses)")
+            if not (self.config or {}).get("model_type"):
+                raise ValueError("source 'random_config' needs 'config' with a 'model_type' (e.g. gpt_neox) and sizes")
+        elif self.config is not None:
+            raise ValueError(f"'config' is for source 'random_config', not {self.source!r}")
         for name in ("sha256", "archive_sha256", "tree_sha256", "tokenizer_sha256"):
             v = getattr(self, name)
             if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
@@ -517,11 +533,11 @@ class Params(_Frozen):
                     f"catalog.{key}: model keys may hold letters, digits, '-' and '_' only "
                     "(no '/' or '.', which DVC uses in stage and param paths)"
                 )
-            if spec.source == "random_init":
+            if spec.source in CONTROL_SOURCES:
                 if spec.base not in self.catalog:
                     raise ValueError(f"catalog.{key}.base: unknown model key {spec.base!r}")
-                if self.catalog[spec.base].source == "random_init":
-                    raise ValueError(f"catalog.{key}.base: base must not itself be random_init")
+                if self.catalog[spec.base].source in CONTROL_SOURCES:
+                    raise ValueError(f"catalog.{key}.base: base must not itself be {self.catalog[spec.base].source}")
         if not self.models:
             raise ValueError("models: the list of models to run is empty")
         for name, keys in self.presets.items():
@@ -560,8 +576,8 @@ class Params(_Frozen):
         return self.model(key).family or key
 
     def is_control(self, key: str) -> bool:
-        """Random-init negative controls are reported apart from the real models."""
-        return self.model(key).source == "random_init"
+        """Random-weight models (negative controls) are reported apart from the real models."""
+        return self.model(key).source in CONTROL_SOURCES
 
 
 _SECTIONS = ("models", "catalog", "presets", "heads", "atlas", "corpus", "features", "clone", "embed",

@@ -279,13 +279,16 @@ def _resolve_bundled(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
     return str(_dequantized_cache(key, spec, gguf_path, spec.sha256)), {}
 
 
+register_source("random_config", control=True, description="an architecture from its transformers config "
+                "(config: model_type and sizes), the tokenizer of another catalogue model (base), random weights "
+                "under init_seed: a control")(None)
 register_source("random_init", control=True, description="the config and tokenizer of another catalogue model "
                 "(base), weights from the architecture's initialiser under init_seed: a negative control")(None)
 
 
 def origin(key: str, params: Params) -> tuple[str, ModelSpec]:
     """``(key, spec)`` of the model whose config, tokenizer and weights files model ``key`` uses: its
-    own, or its ``base``'s for a control source (``random_init``)."""
+    own, or its ``base``'s for a control source (``random_init``, ``random_config``)."""
     spec = params.model(key)
     if get_source(spec.source).control:
         return spec.base, params.model(spec.base)

@@ -206,3 +206,27 @@ def test_half_precision_scores_agree_with_float32(family, dtype, heads_params):
     assert diff.notna().all(), diff
     for name, tol in HALF_TOL.items():
         assert diff[name] <= tol, (name, diff[name])
+
+
+def test_device_map_auto_places_the_model_through_accelerate(tmp_path, heads_params):
+    """``device_map: auto`` (how big models are spread over devices; accelerate places the weights) on a
+    local folder loads and scores like a plain load. On a CPU-only machine everything lands on the CPU
+    (transformers then records no ``hf_device_map``); spreading over several devices is not checked here."""
+    import numpy as np
+
+    from attendome.core.models import load_model, params_for_name
+    from attendome.core.params import load_params
+
+    folder = tmp_path / "tiny-llama"
+    _config("llama").save_pretrained(folder)
+    _tokenizer().save_pretrained(folder)
+    params = load_params("params.yaml")
+    hp = heads_params.model_copy(update={"scorers": ("induction", "previous_token", "copying_ov")})
+    scores = {}
+    for device_map in (None, "auto"):
+        key, p = params_for_name(params, str(folder), device_map=device_map)
+        assert p.model(key).device_map == device_map
+        lm = load_model(key, p)
+        assert {q.device.type for q in lm.model.parameters()} == {"cpu"}
+        scores[device_map] = score_model(lm, hp, progress=False).value.to_numpy()
+    np.testing.assert_array_equal(scores[None], scores["auto"])

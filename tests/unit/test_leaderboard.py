@@ -338,3 +338,20 @@ def test_the_committed_leaderboard_fits_its_typed_records_and_a_foreign_one_is_r
     (tmp_path / "metrics/leaderboard.json").write_text(json.dumps(broken))
     with pytest.raises(CorruptDataError, match="missing 'pools'"):
         render(tmp_path)
+
+
+def test_report_lists_models_by_family_and_names_same_family_pairs():
+    from attendome.report import _atlas
+
+    heads = {"qwen-a": {"induction": 3}, "qwen-b": {"induction": 5}, "whisper-x": {"induction": 1, "retrieval": None},
+             "qwen-a-random": {"induction": 0}}
+    fam = {"qwen-a": {"family": "qwen2.5", "control": False}, "qwen-b": {"family": "qwen2.5", "control": False},
+           "whisper-x": {"family": "whisper", "control": False},
+           "qwen-a-random": {"family": "qwen-a-random", "control": True}}
+    text = "\n".join(_atlas(heads, fam))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[1] for r in rows] == ["qwen-a", "qwen-b", "whisper-x", "qwen-a-random"]  # controls last
+    assert "| whisper | whisper-x | 1 | n/a |" in text
+    assert "qwen2.5: qwen-a, qwen-b." in text and "whisper:" not in text.split("Same-family")[1]
+    solo = "\n".join(_atlas({"m": {"induction": 1}}, {"m": {"family": "m", "control": False}}))
+    assert "none in this run" in solo

@@ -197,3 +197,36 @@ def test_code_defaults_are_the_packaged_params():
     p = load_params("params.yaml")
     assert TrainParams() == p.clone and EmbedParams() == p.embed
     assert TrainParams(rank=7).rank == 7 and TrainParams(rank=7).patience == p.clone.patience
+
+
+def test_random_config_models_are_checked_before_any_load():
+    raw = yaml.safe_load(open("params.yaml"))
+    good = {"source": "random_config", "base": "smollm2-135m", "config": {"model_type": "gpt_neox", "hidden_size": 32}}
+    for spec, needle in (({**good, "config": {"hidden_size": 32}}, "model_type"),
+                         ({k: v for k, v in good.items() if k != "base"}, "needs 'base'"),
+                         ({**good, "base": "nope"}, "unknown model key 'nope'"),
+                         ({**good, "base": "smollm2-135m-random"}, "must not itself be random_init"),
+                         ({"source": "hf", "hf_id": "gpt2", "config": {"model_type": "gpt2"}}, "'config' is for")):
+        bad = copy.deepcopy(raw)
+        bad["catalog"]["x"] = spec
+        with pytest.raises(ParamsError, match=needle):
+            parse_params(bad)
+    ok = copy.deepcopy(raw)
+    ok["catalog"]["x"] = good
+    p = parse_params(ok)
+    assert p.is_control("x") and p.model("x").config["model_type"] == "gpt_neox"
+
+
+def test_random_config_with_an_unknown_architecture_or_small_vocabulary_is_a_params_error():
+    from attendome.core.models import load_config, load_model
+
+    raw = yaml.safe_load(open("params.yaml"))
+    raw["catalog"]["x"] = {"source": "random_config", "base": "minilm-l6", "config": {"model_type": "no_such_arch"}}
+    raw["catalog"]["y"] = {"source": "random_config", "base": "minilm-l6",
+                           "config": {"model_type": "bert", "vocab_size": 100, "hidden_size": 32,
+                                      "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 32}}
+    p = parse_params(raw)
+    with pytest.raises(ParamsError, match="catalog.x.config"):
+        load_config("x", p)
+    with pytest.raises(ParamsError, match="vocab_size: 100, but the tokenizer of 'minilm-l6' has 30522"):
+        load_model("y", p)
