@@ -30,6 +30,16 @@ def _f(x, n: int = 3) -> str:
     return str(x)
 
 
+def _ci95(ci) -> str:
+    """`` [lo, hi]`` of a 95 % CI, or nothing when there is none."""
+    return f" [{_f(ci[0])}, {_f(ci[1])}]" if ci and None not in ci else ""
+
+
+def _pm(x, sd, n_sd: int = 4) -> str:
+    """``x ± sd`` (the spread over replicates), or ``x`` alone when there is one replicate (sd None)."""
+    return _f(x) if sd is None else f"{_f(x)} ± {_f(sd, n_sd)}"
+
+
 def _ci(e: dict | None, key: str = "ci95_by_model") -> str:
     if not e or not e.get(key) or e[key][0] is None:
         return ""
@@ -122,6 +132,19 @@ def _verdict(d: dict) -> str:
     return "tied"
 
 
+def _sharing_cis(rec: dict) -> str:
+    """``; the universal encoder is better / worse than the cloners on ...`` from the paired bootstrap CIs
+    of universal / cloner (over heads): better where the whole CI is below 1, worse where above."""
+    side: dict[str, list[str]] = {"better": [], "worse": [], "tied": []}
+    for m, r in rec.items():
+        ci = r.get("universal_over_cloner_ci95")
+        if not ci or None in ci:
+            continue
+        side["better" if ci[1] < 1 else "worse" if ci[0] > 1 else "tied"].append(f"{m}{_ci95(ci)}")
+    words = {"better": "better than the cloners", "worse": "worse than the cloners", "tied": "tied with them"}
+    return "".join(f"; {words[k]} on " + ", ".join(v) for k, v in side.items() if v)
+
+
 def _summary(board: Board) -> list[str]:
     """The generated "what the numbers say" paragraph: every sentence is read off the metrics.
 
@@ -155,7 +178,7 @@ def _summary(board: Board) -> list[str]:
             f"- Reconstruction on held-out prompts, real causal models ({', '.join(rec)}): universal / positional KL "
             f"{min(up):.3f}-{max(up):.3f} (target <= 0.70: {'met' if max(up) <= 0.70 else 'missed'}); universal / "
             f"per-head cloner {min(uc):.3f}-{max(uc):.3f} (target <= 0.95, sharing pays: "
-            f"{'met' if max(uc) <= 0.95 else 'missed'}).")
+            f"{'met' if max(uc) <= 0.95 else 'missed'})" + _sharing_cis(rec) + ".")
     t = board.get("transfer")
     if t and t.get("joint_heldout_kl"):
         rel = t["heldout_kl"] / t["joint_heldout_kl"] - 1
@@ -179,14 +202,16 @@ def _reconstruction(board: Board) -> list[str]:
     for m, r in board["reconstruction"].items():
         tag = " (control)" if r.get("control") else ""
         out.append(
-            f"| {m}{tag} | {_f(r['positional_kl'])} | {_f(r['cloner_kl'])} ± {_f(r['cloner_kl_sd'], 4)} | "
-            f"{_f(r['universal_kl'])} ± {_f(r['universal_kl_sd'], 4)} | {_f(r['cloner_over_positional'])} | "
-            f"{_f(r['universal_over_positional'])} | {_f(r['universal_over_cloner'])} |"
+            f"| {m}{tag} | {_f(r['positional_kl'])} | {_pm(r['cloner_kl'], r['cloner_kl_sd'])} | "
+            f"{_pm(r['universal_kl'], r['universal_kl_sd'])} | {_f(r['cloner_over_positional'])} | "
+            f"{_f(r['universal_over_positional'])} | {_f(r['universal_over_cloner'])}"
+            f"{_ci95(r.get('universal_over_cloner_ci95'))} |"
         )
     out += [
         "",
         "Row-wise KL(true || predicted) on held-out prompts (documents never seen in training), mean over "
-        "heads, mean ± sd over replicates; lower is better.",
+        "heads, mean (± sd over replicates when there are several); lower is better. universal / cloner: "
+        "[95 % CI], paired bootstrap over heads (below 1: sharing pays).",
         "",
     ]
     tr = board.get("training")
@@ -205,7 +230,7 @@ def _reconstruction(board: Board) -> list[str]:
         out += [
             f"Transfer (`{t['model']}` left out of training, shared network frozen, only its embeddings fitted "
             f"with the same update budget per head as joint training, {t['budget_updates_per_head']} updates): "
-            f"held-out KL {_f(t['heldout_kl'])} ± {_f(t['heldout_kl_sd'], 4)}, vs {_f(t['joint_heldout_kl'])} when "
+            f"held-out KL {_pm(t['heldout_kl'], t['heldout_kl_sd'])}, vs {_f(t['joint_heldout_kl'])} when "
             f"trained jointly and {_f(t['positional_kl'])} for its positional baseline.",
             "",
         ]
@@ -285,6 +310,10 @@ EXPERIMENTS = (
      "More data: every window of the offline corpus (SmolLM2 and Gemma-3)"),
     ("reports/layers/layers.md", "python experiments/layers.py --layers 6 9 12 --out reports/layers",
      "Which encoder layer: features from hidden-state layers of the features encoder, chosen on validation"),
+    ("reports/schedule/schedule.md", "python experiments/schedule.py --runs 30:0.01 60:0.01 30:0.02 60:0.02 "
+     "--out reports/schedule", "Is the universal encoder cut off by its training budget? Epochs and learning rate"),
+    ("reports/layers_low/layers.md", "python experiments/layers.py --layers 2 4 6 --out reports/layers_low",
+     "Encoder layers below 6, at the chosen training budget (embed: 60 epochs, lr 0.02)"),
 )
 """The experiment reports the report includes (file, command that writes it, heading). They are run
 by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, and deps of the stage

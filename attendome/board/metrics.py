@@ -191,6 +191,26 @@ def bootstrap_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: i
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0,
+             level: float = 0.95) -> tuple[float, float]:
+    """Paired percentile bootstrap CI of ``sum(num) / sum(den)`` (a ratio of means over the same items).
+
+    The items (e.g. heads, with ``num`` the universal encoder's and ``den`` the cloners' held-out KL of
+    each head) are resampled with replacement, the pair of values of an item together, so the CI of
+    "universal / cloner" carries the correlation between the two methods on one head. Items with a
+    NaN in either array are dropped. Range: the ratio's own (> 0 for KLs); 1 = equal.
+    """
+    a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    ok = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[ok], b[ok]
+    if len(a) == 0:
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    r = a[idx].sum(1) / b[idx].sum(1)
+    q = (1 - level) / 2
+    return float(np.quantile(r, q)), float(np.quantile(r, 1 - q))
+
+
 def permutation_null_map(X: np.ndarray, model: np.ndarray, labels: np.ndarray, n_perm: int,
                          seed: int = 0) -> np.ndarray:
     """mAP (scope ``all``) under ``n_perm`` permutations of the labels within each model.

@@ -11,7 +11,7 @@ failing deep inside a reader.
 from __future__ import annotations
 
 import typing
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 __all__ = ["Stat", "MapStat", "ScopeSummary", "Classification", "TypeEntry", "Pool", "Difference",
            "Reconstruction", "Board", "check_record"]
@@ -112,6 +112,7 @@ class Reconstruction(TypedDict):
     positional_kl: float | None
     uniform_kl: float | None
     universal_over_cloner: float | None
+    universal_over_cloner_ci95: NotRequired[list[float | None]]
     cloner_over_positional: float | None
     universal_over_positional: float | None
     control: bool

@@ -26,7 +26,7 @@ from attendome.core.params import LeaderboardParams, Params
 from attendome.prep.store import load_attention_info
 from attendome.space.methods import METHODS as REGISTRY
 from attendome.board.metrics import (bootstrap_ci, correspondence, cosine_matrix, flag_outliers,
-                                     lomo_classification, permutation_null_map, retrieval_queries, SCOPES,
+                                     lomo_classification, permutation_null_map, ratio_ci, retrieval_queries, SCOPES,
                                      summarise_queries)
 
 __all__ = ["METHODS", "head_meta", "qualifying_types", "fit_transform", "paired_differences", "method_metrics",
@@ -240,13 +240,22 @@ def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -
         sub = per[(per.kind == "all") & (per.metric == "kl")]
         return sub.pivot_table(index=["model", "seed"], columns="method", values="value", aggfunc="mean")
 
+    def per_head(per: pd.DataFrame) -> pd.Series:  # held-out KL of each head, mean over replicates
+        sub = per[(per.kind == "all") & (per.metric == "kl") & (per.method == "model")]
+        return sub.groupby(["model", "layer", "head"])["value"].mean()
+
     u, c = means(errors, "model"), means(clone, "model")
+    uh, ch = per_head(errors), per_head(clone)
+    lp = params.leaderboard
     out = {}
     for m in params.models:
         if m not in u.index.get_level_values(0) or m not in c.index.get_level_values(0):
             continue
         um, cm = u.loc[m], c.loc[m]
         ratio = um["model"].mean() / cm["model"].mean()
+        pair = pd.concat([uh.loc[m].rename("u"), ch.loc[m].rename("c")], axis=1, join="inner")
+        # paired bootstrap over heads: "sharing pays" (universal / cloner < 1) as a statement with a CI
+        lo, hi = ratio_ci(pair.u.to_numpy(), pair.c.to_numpy(), lp.n_boot, lp.seed)
         out[m] = {
             "universal_kl": _r(um["model"].mean(), 5),
             "universal_kl_sd": _r(um["model"].std(ddof=1), 5) if len(um) > 1 else None,
@@ -255,6 +264,7 @@ def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -
             "positional_kl": _r(cm["positional"].iloc[0], 5),
             "uniform_kl": _r(cm["uniform"].iloc[0], 5),
             "universal_over_cloner": _r(ratio),
+            "universal_over_cloner_ci95": [_r(lo), _r(hi)],
             "cloner_over_positional": _r(cm["model"].mean() / cm["positional"].iloc[0]),
             "universal_over_positional": _r(um["model"].mean() / um["positional"].iloc[0]),
             "control": params.is_control(m),

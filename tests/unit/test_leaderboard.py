@@ -13,7 +13,7 @@ from attendome.clone.data import SegmentData, valid_mask
 from attendome.clone.model import bilinear_logprobs
 from attendome.core.params import EmbedParams, LeaderboardParams
 from attendome.board.run import _columns, fit_transform, qualifying_types
-from attendome.board.metrics import (bootstrap_ci, correspondence, expected_ap, flag_outliers, hit_chance,
+from attendome.board.metrics import (bootstrap_ci, ratio_ci, correspondence, expected_ap, flag_outliers, hit_chance,
                                      lomo_classification, permutation_null_map, ranking_metrics, retrieval_queries)
 from attendome.space.universal import ModelData, evaluate_universal, train_universal
 
@@ -355,3 +355,18 @@ def test_report_lists_models_by_family_and_names_same_family_pairs():
     assert "qwen2.5: qwen-a, qwen-b." in text and "whisper:" not in text.split("Same-family")[1]
     solo = "\n".join(_atlas({"m": {"induction": 1}}, {"m": {"family": "m", "control": False}}))
     assert "none in this run" in solo
+
+
+def test_ratio_ci_is_a_paired_bootstrap_over_items():
+    # two heads, universal KL [1, 3], cloner KL [1, 1]: resamples {1,1} -> 1 (p 1/4), {1,3} -> 2 (p 1/2),
+    # {3,3} -> 3 (p 1/4); the 95 % percentile interval is [1, 3]
+    lo, hi = ratio_ci(np.array([1.0, 3.0]), np.array([1.0, 1.0]), 4000, 0)
+    assert (lo, hi) == (1.0, 3.0)
+    # a method exactly 0.9 x the other on every head: no spread at all, whatever the heads' own spread
+    c = np.random.default_rng(0).gamma(2.0, 0.2, size=50)
+    assert ratio_ci(0.9 * c, c, 500, 0) == pytest.approx((0.9, 0.9))
+    # pairing matters: heads vary a lot, the ratio on each head barely; an unpaired bootstrap would be wide
+    u = c * (0.9 + 0.01 * np.random.default_rng(1).standard_normal(50))
+    lo, hi = ratio_ci(u, c, 2000, 0)
+    assert 0.88 < lo < 0.9 < hi < 0.92
+    assert math.isnan(ratio_ci(np.array([np.nan]), np.array([1.0]))[0])
