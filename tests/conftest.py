@@ -37,7 +37,8 @@ def make_pipeline_repo(d, params: dict):
     import yaml
 
     items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation",
-             "reports/sharing", "reports/more_data", "reports/layers"]
+             "reports/sharing", "reports/more_data", "reports/layers",
+             "reports/schedule", "reports/layers_low"]
     for item in items:
         src = ROOT / item
         if src.is_dir():
