@@ -179,6 +179,15 @@ def _summary(board: Board) -> list[str]:
             f"{min(up):.3f}-{max(up):.3f} (target <= 0.70: {'met' if max(up) <= 0.70 else 'missed'}); universal / "
             f"per-head cloner {min(uc):.3f}-{max(uc):.3f} (target <= 0.95, sharing pays: "
             f"{'met' if max(uc) <= 0.95 else 'missed'})" + _sharing_cis(rec) + ".")
+    im = {m: r["induction_mass"] for m, r in rec.items() if r.get("induction_mass")} if rec else {}
+    if im:
+        share = {m: x["universal"] / x["true"] for m, x in im.items() if x.get("universal") is not None and x["true"]}
+        out.append(
+            "- Induction-target mass on held-out repeat probes (the atlas's induction heads; predicted / true): "
+            + "; ".join(f"{m} universal {_f(x['universal'], 2)}, cloner {_f(x['cloner'], 2)}, true {_f(x['true'], 2)}, "
+                        f"positional {_f(x['positional'], 2)}" for m, x in im.items())
+            + (f" (universal / true {min(share.values()):.0%}-{max(share.values()):.0%}; target >= 70 %: "
+               f"{'met' if min(share.values()) >= 0.70 else 'missed'})" if share else "") + ".")
     t = board.get("transfer")
     if t and t.get("joint_heldout_kl"):
         rel = t["heldout_kl"] / t["joint_heldout_kl"] - 1
@@ -314,6 +323,9 @@ EXPERIMENTS = (
      "--out reports/schedule", "Is the universal encoder cut off by its training budget? Epochs and learning rate"),
     ("reports/layers_low/layers.md", "python experiments/layers.py --layers 2 4 6 --out reports/layers_low",
      "Encoder layers below 6, at the chosen training budget (embed: 60 epochs, lr 0.02)"),
+    ("reports/embed_dim/schedule.md", "python experiments/schedule.py --set dim=16 dim=32 dim=64 dim=128 "
+     "--out reports/embed_dim (+ --set dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005)",
+     "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
 )
 """The experiment reports the report includes (file, command that writes it, heading). They are run
 by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, and deps of the stage

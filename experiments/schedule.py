@@ -5,7 +5,8 @@ On the outputs of a ``dvc repro``: the universal encoder is trained with the ``e
 and the seed of its replicate 0, once per ``--runs`` setting ``EPOCHS:LR`` (each run its own warm-up +
 cosine schedule over its own number of epochs, early stopping as in the stage), and per model the
 validation KL, held-out KL / positional and the induction-target mass on held-out repeat probes are
-reported. A setting is **chosen by the validation KL** over every model (the held-out columns are read
+reported (``--set dim=16 dim=64`` varies other ``embed`` params the same way, ``--title`` names the
+table). A setting is **chosen by the validation KL** over every model (the held-out columns are read
 only after that choice); every run's validation curve is drawn, so one can see whether a longer
 schedule still improves at its end. One replicate per setting.
 
@@ -40,19 +41,37 @@ def _setting(text: str) -> tuple[int, float]:
     return out
 
 
+def _override(text: str) -> dict:
+    """``dim=64,rank=4`` -> ``{"dim": 64, "rank": 4}`` (values parsed as YAML scalars; checked by the
+    params model when applied)."""
+    import yaml
+
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip():
+            raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE[,KEY=VALUE], e.g. dim=64")
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="reports/schedule")
     ap.add_argument("--runs", nargs="+", type=_setting, default=[(30, 0.01), (60, 0.01), (30, 0.02)],
                     help="settings EPOCHS:LR of the universal encoder (default: 30:0.01 60:0.01 30:0.02)")
+    ap.add_argument("--set", dest="overrides", nargs="+", type=_override, default=None,
+                    help="instead of --runs: other embed settings, one run each, e.g. --set dim=16 dim=64 "
+                         "(at the params' epochs and lr)")
+    ap.add_argument("--title", default="Training budget of the universal encoder", help="heading of the table")
     ap.add_argument("--report-only", action="store_true", help="rewrite schedule.md / .png from the csv files")
     args = ap.parse_args(argv)
     out = Path(args.out)
     import pandas as pd
 
     if args.report_only:
-        _write_report(out, pd.read_csv(out / "schedule.csv"), pd.read_csv(out / "curves.csv"))
+        _write_report(out, pd.read_csv(out / "schedule.csv"), pd.read_csv(out / "curves.csv"), args.title)
         return 0
 
     from attendome.clone.evaluate import evaluate_heads
@@ -77,9 +96,14 @@ def main(argv=None) -> int:
             klpos[m.key] = float(b.query("kind == 'all' and metric == 'kl'").value.mean())
             ind[m.key] = head_labels(key=m.key, positive=params.leaderboard.positive_labels).query(
                 "head_type == 'induction'")
-        for epochs, lr in args.runs:
-            tp = base.model_copy(update={"epochs": epochs, "lr": lr})
-            name = f"{epochs} epochs, lr {lr:g}"
+        runs = ([({"epochs": e, "lr": lr}, f"{e} epochs, lr {lr:g}") for e, lr in args.runs] if not args.overrides
+                else [(o, ", ".join(f"{k} {v}" for k, v in o.items())) for o in args.overrides])
+        for update, name in runs:
+            unknown = set(update) - set(type(base).model_fields)
+            if unknown:
+                raise SystemExit(f"error: --set {sorted(unknown)}: not embed params")
+            tp = type(base).model_validate({**base.model_dump(), **update})
+            epochs, lr = tp.epochs, tp.lr
             t0 = time.perf_counter()
             enc, res, _ = train_universal(models, tp, seed, None, progress=False, desc=name)
             secs = time.perf_counter() - t0
@@ -93,18 +117,19 @@ def main(argv=None) -> int:
                                      methods=("model",))
                 kl = float(per.query("kind == 'all' and metric == 'kl'").value.mean())
                 pm, tm = induction_mass(per, ind[m.key], m.n_heads)
-                rows.append(dict(setting=name, epochs=epochs, lr=lr, model=m.key, control=params.is_control(m.key),
+                rows.append(dict(setting=name, epochs=epochs, lr=lr, dim=tp.dim, model=m.key,
+                                 control=params.is_control(m.key),
                                  best_val_kl=res.best_val, best_epoch=res.best_epoch, epochs_run=res.epochs_run,
                                  seconds=round(secs, 1), heldout_kl=kl, ratio_positional=kl / klpos[m.key],
                                  ind_mass=pm, ind_mass_true=tm))
     df, cv = pd.DataFrame(rows), pd.DataFrame(curves)
     df.to_csv(out / "schedule.csv", index=False)
     cv.to_csv(out / "curves.csv", index=False)
-    _write_report(out, df, cv)
+    _write_report(out, df, cv, args.title)
     return 0
 
 
-def _write_report(out: Path, df, cv) -> None:
+def _write_report(out: Path, df, cv, title: str = "Training budget of the universal encoder") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +138,7 @@ def _write_report(out: Path, df, cv) -> None:
     per = df.groupby("setting", sort=False).first()
     chosen = per.best_val_kl.idxmin()  # on validation only
     models = list(dict.fromkeys(df.model))
-    lines = ["## Training budget of the universal encoder (one replicate per setting; chosen on validation)", "",
+    lines = [f"## {title} (one replicate per setting; chosen on validation)", "",
              "| setting | val KL (all models) | best epoch / run | seconds | "
              + " | ".join(f"{m} KL/pos · ind. mass" for m in models) + " |",
              "|---|---|---|---|" + "---|" * len(models)]
@@ -138,7 +163,7 @@ def _write_report(out: Path, df, cv) -> None:
     lo = cv.val_kl.min()
     ax.set_ylim(lo * 0.98, lo * 1.25)
     ax.legend(fontsize=7)
-    ax.set_title("universal encoder: validation curves per training budget", fontsize=9)
+    ax.set_title(f"universal encoder: validation curves ({title.lower()})", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "schedule.png", dpi=120)
     print("\n".join(lines))

@@ -38,7 +38,7 @@ def make_pipeline_repo(d, params: dict):
 
     items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation",
              "reports/sharing", "reports/more_data", "reports/layers",
-             "reports/schedule", "reports/layers_low"]
+             "reports/schedule", "reports/layers_low", "reports/embed_dim"]
     for item in items:
         src = ROOT / item
         if src.is_dir():

@@ -11,9 +11,9 @@ failing deep inside a reader.
 from __future__ import annotations
 
 import typing
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
-__all__ = ["Stat", "MapStat", "ScopeSummary", "Classification", "TypeEntry", "Pool", "Difference",
+__all__ = ["Stat", "MapStat", "ScopeSummary", "Classification", "TypeEntry", "Pool", "Difference", "InductionMass",
            "Reconstruction", "Board", "check_record"]
 
 
@@ -102,6 +102,16 @@ class Difference(TypedDict):
     ci95_by_kv_group: list[float | None]
 
 
+class InductionMass(TypedDict):
+    """Mean attention mass of a model's induction heads on the induction target, held-out repeat probes."""
+
+    n_heads: int
+    universal: float | None
+    cloner: float | None
+    true: float | None
+    positional: float | None
+
+
 class Reconstruction(TypedDict):
     """Held-out KL of the universal encoder and the cloners beside the baselines, for one model."""
 
@@ -112,10 +122,11 @@ class Reconstruction(TypedDict):
     positional_kl: float | None
     uniform_kl: float | None
     universal_over_cloner: float | None
-    universal_over_cloner_ci95: NotRequired[list[float | None]]
+    universal_over_cloner_ci95: list[float | None]
     cloner_over_positional: float | None
     universal_over_positional: float | None
     control: bool
+    induction_mass: InductionMass | None
 
 
 class ModelFamily(TypedDict):

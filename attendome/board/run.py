@@ -272,6 +272,23 @@ def _reconstruction(params: Params, errors: pd.DataFrame, clone: pd.DataFrame) -
     return out
 
 
+def _attach_induction_mass(rec: dict[str, Reconstruction], embed: dict, root: str) -> None:
+    """Add ``induction_mass`` to each model's reconstruction record: the attention mass the atlas's
+    induction heads put on the induction target on held-out repeat probes (the segment after the
+    earlier copy of the query), predicted by the universal encoder and the cloners, the true mass and
+    the positional baseline's; means over the heads (and replicates), in [0, 1], higher = more
+    induction-like. Read from the ``embed`` and ``clone`` summaries; None for a model without
+    induction heads or repeat probes."""
+    for m, r in rec.items():
+        u = embed.get("headline", {}).get("models", {}).get(m, {}).get("induction_mass")
+        r["induction_mass"] = None
+        if not u:
+            continue
+        c = read_json(f"{root}/data/clone/{m}.json").get("headline", {}).get("induction_mass") or {}
+        r["induction_mass"] = {"n_heads": u["n_heads"], "universal": u["predicted"], "cloner": c.get("predicted"),
+                               "true": u["true"], "positional": u["positional"]}
+
+
 def _outliers(errors: pd.DataFrame, clone: pd.DataFrame, meta: pd.DataFrame, lp: LeaderboardParams
               ) -> tuple[pd.DataFrame, dict]:
     rows, summary = [], {}
@@ -504,6 +521,7 @@ def run_leaderboard(params: Params, root: str = ".", progress: bool = True) -> B
     clone = pd.concat([read_parquet(f"{root}/data/clone/{k}.parquet") for k in params.models], ignore_index=True)
     board["reconstruction"] = _reconstruction(params, errors, clone)
     embed = read_json(f"{root}/data/embed/summary.json")
+    _attach_induction_mass(board["reconstruction"], embed, root)
     if embed.get("headline", {}).get("transfer"):
         board["transfer"] = embed["headline"]["transfer"]
     board["training"] = _training(params, root, embed)

@@ -2,6 +2,7 @@
 confidence intervals, permutation nulls, leakage, outliers, correspondence, and the universal
 encoder recovering planted shared head types."""
 
+import json
 import math
 
 import numpy as np
@@ -370,3 +371,18 @@ def test_ratio_ci_is_a_paired_bootstrap_over_items():
     lo, hi = ratio_ci(u, c, 2000, 0)
     assert 0.88 < lo < 0.9 < hi < 0.92
     assert math.isnan(ratio_ci(np.array([np.nan]), np.array([1.0]))[0])
+
+
+def test_induction_mass_is_attached_from_the_embed_and_clone_summaries(tmp_path):
+    from attendome.board.run import _attach_induction_mass
+
+    (tmp_path / "data/clone").mkdir(parents=True)
+    (tmp_path / "data/clone/a.json").write_text(json.dumps({"headline": {"induction_mass": {"predicted": 0.3}}}))
+    embed = {"headline": {"models": {
+        "a": {"induction_mass": {"n_heads": 4, "predicted": 0.5, "true": 0.6, "positional": 0.1}},
+        "b": {}}}}  # b: no induction heads
+    rec = {"a": {}, "b": {}}
+    _attach_induction_mass(rec, embed, str(tmp_path))
+    assert rec["a"]["induction_mass"] == {"n_heads": 4, "universal": 0.5, "cloner": 0.3, "true": 0.6,
+                                          "positional": 0.1}
+    assert rec["b"]["induction_mass"] is None
