@@ -321,10 +321,12 @@ EXPERIMENTS = (
      "Which encoder layer: features from hidden-state layers of the features encoder, chosen on validation"),
     ("reports/schedule/schedule.md", "python experiments/schedule.py --runs 30:0.01 60:0.01 30:0.02 60:0.02 "
      "--out reports/schedule", "Is the universal encoder cut off by its training budget? Epochs and learning rate"),
-    ("reports/layers_low/layers.md", "python experiments/layers.py --layers 2 4 6 --out reports/layers_low",
+    ("reports/layers_low/layers.md", "python experiments/layers.py --layers 2 4 6 --out reports/layers_low && "
+     "python experiments/layers.py --layers 3 5 --append --out reports/layers_low",
      "Encoder layers below 6, at the chosen training budget (embed: 60 epochs, lr 0.02)"),
-    ("reports/embed_dim/schedule.md", "python experiments/schedule.py --set dim=16 dim=32 dim=64 dim=128 "
-     "--out reports/embed_dim (+ --set dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005)",
+    ("reports/embed_dim/schedule.md", "python experiments/schedule.py --set dim=16,lr=0.02 dim=32,lr=0.02 "
+     "dim=64,lr=0.02 dim=128,lr=0.02 dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005 "
+     "--title 'Embedding size of the universal encoder' --out reports/embed_dim",
      "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
 )
 """The experiment reports the report includes (file, command that writes it, heading). They are run

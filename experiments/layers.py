@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", nargs="*", type=int, default=[6, 9, 12],
                     help="hidden-state indices of the features encoder (0 = embeddings; its depth = the last)")
     ap.add_argument("--scratch", default=None, help="folder for the recomputed features (default: a temp dir)")
+    ap.add_argument("--append", action="store_true",
+                    help="add these layers to the layers.csv already in --out (then rewrite the report)")
     ap.add_argument("--report-only", action="store_true", help="rewrite layers.md and layers.png from layers.csv")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -128,6 +130,8 @@ def main(argv=None) -> int:
         if not args.scratch:
             shutil.rmtree(tmp, ignore_errors=True)
     df = pd.DataFrame(rows)
+    if args.append and (out / "layers.csv").exists():
+        df = pd.concat([pd.read_csv(out / "layers.csv"), df], ignore_index=True).sort_values("layer", kind="stable")
     df.to_csv(out / "layers.csv", index=False)
     _write_report(out, df)
     return 0

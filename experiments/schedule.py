@@ -11,6 +11,7 @@ only after that choice); every run's validation curve is drawn, so one can see w
 schedule still improves at its end. One replicate per setting.
 
     python experiments/schedule.py --runs 30:0.01 60:0.01 30:0.02 --out reports/schedule
+    python experiments/schedule.py --set dim=64,lr=0.005 --append --out reports/schedule   # one more row
 
 writes ``schedule.csv`` (one row per setting and model), ``curves.csv`` (validation and train KL per
 epoch of every run), ``schedule.md`` and ``schedule.png``.
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
                     help="instead of --runs: other embed settings, one run each, e.g. --set dim=16 dim=64 "
                          "(at the params' epochs and lr)")
     ap.add_argument("--title", default="Training budget of the universal encoder", help="heading of the table")
+    ap.add_argument("--append", action="store_true",
+                    help="add these runs to the csv files already in --out (then rewrite the report)")
     ap.add_argument("--report-only", action="store_true", help="rewrite schedule.md / .png from the csv files")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -97,7 +100,8 @@ def main(argv=None) -> int:
             ind[m.key] = head_labels(key=m.key, positive=params.leaderboard.positive_labels).query(
                 "head_type == 'induction'")
         runs = ([({"epochs": e, "lr": lr}, f"{e} epochs, lr {lr:g}") for e, lr in args.runs] if not args.overrides
-                else [(o, ", ".join(f"{k} {v}" for k, v in o.items())) for o in args.overrides])
+                else [(o, ", ".join(f"{k} {v}" for k, v in o.items()) + ("" if "lr" in o else f", lr {base.lr:g}"))
+                      for o in args.overrides])
         for update, name in runs:
             unknown = set(update) - set(type(base).model_fields)
             if unknown:
@@ -123,6 +127,9 @@ def main(argv=None) -> int:
                                  seconds=round(secs, 1), heldout_kl=kl, ratio_positional=kl / klpos[m.key],
                                  ind_mass=pm, ind_mass_true=tm))
     df, cv = pd.DataFrame(rows), pd.DataFrame(curves)
+    if args.append and (out / "schedule.csv").exists():
+        df = pd.concat([pd.read_csv(out / "schedule.csv"), df], ignore_index=True)
+        cv = pd.concat([pd.read_csv(out / "curves.csv"), cv], ignore_index=True)
     df.to_csv(out / "schedule.csv", index=False)
     cv.to_csv(out / "curves.csv", index=False)
     _write_report(out, df, cv, args.title)
