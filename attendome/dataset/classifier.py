@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attendome.atlas.score import run_pattern_scorers
-from attendome.core.models import ENCODER_MODEL_TYPES, LoadedModel
+from attendome.core.models import LoadedModel, config_is_causal
 from attendome.atlas.probes import make_repeated_tokens
 
 __all__ = ["InductionHeadClassifier", "classify_scores", "wrap_model"]
@@ -55,7 +55,7 @@ def wrap_model(model, tokenizer, name: str) -> LoadedModel:
         model, unsupported = wrap_whisper(model.eval()), dict(WHISPER_NA)
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     n_heads = cfg.num_attention_heads
-    is_causal = getattr(cfg, "model_type", "") not in ENCODER_MODEL_TYPES
+    is_causal = config_is_causal(cfg)
     return LoadedModel(key=name.replace("/", "--"), model=model.eval(), tokenizer=tokenizer, is_causal=is_causal,
                        has_unembedding=is_causal and model.get_output_embeddings() is not None,
                        n_layers=cfg.num_hidden_layers, n_heads=n_heads,

@@ -41,10 +41,13 @@ FAMILIES = {
     "bert": (dict(model_type="bert", **SMALL), "minilm-l6"),
     "roberta": (dict(model_type="roberta", **ENCODER), "minilm-l6"),
     "mpnet": (dict(model_type="mpnet", **ENCODER), "minilm-l6"),
+    # EmbeddingGemma's layout: Gemma 3 switched to bidirectional attention (window +-32 covers the probe)
+    "gemma3-bidirectional": (dict(model_type="gemma3_text", **KV, head_dim=8, sliding_window=64,
+                                  use_bidirectional_attention=True), "minilm-l6"),
     "whisper": (dict(model_type="whisper", d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
                      decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48), "whisper-tiny-en"),
 }
-ENCODERS = {"bert", "roberta", "mpnet"}
+ENCODERS = {"bert", "roberta", "mpnet", "gemma3-bidirectional"}
 REAL = ["smollm2-135m", "minilm-l6"]
 
 

@@ -43,6 +43,11 @@ def _config(name: str):
         "qwen3": lambda: T.Qwen3ForCausalLM(T.Qwen3Config(**KV, head_dim=8)),
         "gemma2": lambda: T.Gemma2ForCausalLM(T.Gemma2Config(**KV, head_dim=8, attn_implementation="eager")),
         "gemma3": lambda: T.Gemma3ForCausalLM(T.Gemma3TextConfig(**KV, head_dim=8, sliding_window=16)),
+        # EmbeddingGemma's layout: a Gemma 3 text model switched to bidirectional attention (an encoder).
+        # Its sliding layers see |i - j| <= window / 2 (transformers 5.25: +-8 at window 16, so the
+        # probe's copies 13 apart would get a true zero); EmbeddingGemma's window is 512
+        "gemma3 (bidirectional)": lambda: T.Gemma3TextModel(T.Gemma3TextConfig(
+            **KV, head_dim=8, sliding_window=64, use_bidirectional_attention=True)),
         "phi3": lambda: T.Phi3ForCausalLM(T.Phi3Config(**KV, pad_token_id=0)),
         "olmo2": lambda: T.Olmo2ForCausalLM(T.Olmo2Config(**KV, pad_token_id=0)),
         "bert": lambda: T.BertForMaskedLM(T.BertConfig(**SMALL, max_position_embeddings=256)),
@@ -58,13 +63,13 @@ def _config(name: str):
     return builders[name]().eval()
 
 
-ENCODERS = {"bert", "roberta", "mpnet"}
+ENCODERS = {"bert", "roberta", "mpnet", "gemma3 (bidirectional)"}
 # fused q/k/v projections that copying_ov splits itself (checked against the model's own split below)
 FUSED = {"gpt_neox (Pythia)": "query_key_value", "phi3": "qkv_proj"}
 # the retrieval probe's prefill asks for SDPA, which transformers refuses for Gemma 2: it stays eager
 NO_SDPA = {"gemma2"}
 FAMILIES = ["gpt2", "gpt_neo", "gpt_neox (Pythia)", "opt", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3",
-            "phi3", "olmo2", "bert", "roberta", "mpnet", "whisper (decoder)"]
+            "phi3", "olmo2", "bert", "roberta", "mpnet", "gemma3 (bidirectional)", "whisper (decoder)"]
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +120,11 @@ def test_segment_attention_is_captured(family):
         A = out[pid].float()  # (L * H, S, S + 1), column 0 the sink
         assert A.shape == (lm.n_layers * lm.n_heads, n, n + 1)
         assert torch.allclose(A.sum(-1), torch.ones(A.shape[:2]), atol=1e-2)
+        later = torch.triu_indices(n, n + 1, offset=2)  # column 1 + J for keys J > I
         if lm.is_causal:  # no mass on later segments
-            later = torch.triu_indices(n, n + 1, offset=2)  # column 1 + J for keys J > I
             assert A[:, later[0], later[1]].abs().max() < 1e-3
+        else:  # an encoder (and a decoder switched to bidirectional attention) sees them
+            assert A[:, later[0], later[1]].sum(-1).min() > 0.05
 
 
 @torch.no_grad()
