@@ -328,6 +328,8 @@ EXPERIMENTS = (
      "dim=64,lr=0.02 dim=128,lr=0.02 dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005 "
      "--title 'Embedding size of the universal encoder' --out reports/embed_dim",
      "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
+    ("reports/stimuli/stimuli.md", "python experiments/stimuli.py --out reports/stimuli",
+     "Does sharing pay when each model sees different prompts? (the brain-encoder setting)"),
 )
 """The experiment reports the report includes (file, command that writes it, heading). They are run
 by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, and deps of the stage

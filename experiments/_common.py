@@ -46,8 +46,6 @@ def take_prompts(data, n: int, seed: int = 0):
     """
     import numpy as np
 
-    from attendome.clone.data import SegmentData
-
     N = len(data.prompt_ids)
     if n >= N:
         return data
@@ -58,7 +56,31 @@ def take_prompts(data, n: int, seed: int = 0):
         idx = np.flatnonzero(kinds == kind)
         order = np.random.default_rng([seed, len(idx)]).permutation(idx)
         pick += order[:int(round(frac * len(idx)))].tolist()
-    pick = sorted(pick)
+    return _subset(data, sorted(pick))
+
+
+def split_prompts(data, k: int, seed: int = 0) -> list:
+    """The training prompts of a :class:`~attendome.clone.data.SegmentData` cut into ``k`` disjoint
+    parts of (nearly) equal size, each keeping each prompt kind's share (seeded): part ``i`` holds
+    the ``i``-th of ``k`` near-equal slices of a seeded permutation of every kind's prompts. Every
+    prompt is in exactly one part (``tests/unit/test_experiment_reports.py``)."""
+    import numpy as np
+
+    if not 1 <= k <= len(data.prompt_ids):
+        raise ValueError(f"cannot cut {len(data.prompt_ids)} prompts into {k} parts")
+    kinds = np.asarray(data.kinds if data.kinds else ["prose"] * len(data.prompt_ids))
+    parts: list[list[int]] = [[] for _ in range(k)]
+    for kind in sorted(set(kinds)):
+        idx = np.flatnonzero(kinds == kind)
+        order = np.random.default_rng([seed, len(idx), k]).permutation(idx)
+        for i, chunk in enumerate(np.array_split(order, k)):
+            parts[i] += chunk.tolist()
+    return [_subset(data, sorted(p)) for p in parts]
+
+
+def _subset(data, pick: list[int]):
+    """The prompts ``pick`` (indices, in order) of a :class:`~attendome.clone.data.SegmentData`."""
+    from attendome.clone.data import SegmentData
 
     def sub(xs):
         return [xs[i] for i in pick] if xs else xs

@@ -46,3 +46,90 @@ def test_schedule_settings_are_checked(text, ok):
     else:
         with pytest.raises(argparse.ArgumentTypeError):
             sched._setting(text)
+
+
+def _segment_data(n_prose: int, n_repeat: int):
+    import torch
+
+    from attendome.clone.data import SegmentData
+
+    ids = [f"p{i}" for i in range(n_prose)] + [f"r{i}" for i in range(n_repeat)]
+    Z = [torch.full((3, 2), float(i)) for i in range(len(ids))]  # (S, d_in): the prompt's index
+    A = [torch.full((1, 3, 4), 0.25) for _ in ids]  # (n_heads, S, S + 1)
+    return SegmentData(ids, Z, A, True, kinds=["prose"] * n_prose + ["repeat"] * n_repeat)
+
+
+def test_split_prompts_cuts_disjoint_parts_that_keep_each_kind_share_and_cover_everything():
+    common = _load("_common")
+    data = _segment_data(30, 9)
+    parts = common.split_prompts(data, 3, seed=0)
+    ids = [p.prompt_ids for p in parts]
+    assert sorted(sum(ids, [])) == sorted(data.prompt_ids)  # every prompt in exactly one part
+    assert all(len(set(a) & set(b)) == 0 for i, a in enumerate(ids) for b in ids[i + 1:])
+    assert [sum(k == "repeat" for k in p.kinds) for p in parts] == [3, 3, 3]
+    assert [sum(k == "prose" for k in p.kinds) for p in parts] == [10, 10, 10]
+    for p in parts:  # features, targets and kinds travel with their prompt
+        assert all(int(z[0, 0]) == data.prompt_ids.index(pid) for pid, z in zip(p.prompt_ids, p.Z))
+        assert all(k == ("repeat" if pid.startswith("r") else "prose") for pid, k in zip(p.prompt_ids, p.kinds))
+    assert [p.prompt_ids for p in common.split_prompts(data, 3, seed=0)] == ids  # seeded
+    assert [p.prompt_ids for p in common.split_prompts(data, 3, seed=1)] != ids
+    with pytest.raises(ValueError):
+        common.split_prompts(data, 40)
+
+
+def test_stimuli_regimes_give_every_model_the_same_or_a_different_part():
+    from attendome.space.universal import ModelData
+
+    stim = _load("stimuli")
+    d = _segment_data(30, 9)
+    models = [ModelData(k, d, d, d, 1, 1) for k in ("a", "b", "c")]
+    same = stim.regime_data(models, "same")
+    disjoint = stim.regime_data(models, "disjoint")
+    assert len({tuple(m.train.prompt_ids) for m in same}) == 1 and len(same[0].train.prompt_ids) == 13
+    parts = [set(m.train.prompt_ids) for m in disjoint]
+    assert set.union(*parts) == set(d.prompt_ids) and sum(map(len, parts)) == len(d.prompt_ids)
+    assert disjoint[0].train.prompt_ids == same[0].train.prompt_ids  # part 0 is the shared one
+    assert all(m.val is d and m.heldout is d for m in same + disjoint)  # validation / held-out untouched
+    assert stim.regime_data(models, "all") == models
+    with pytest.raises(ValueError):
+        stim.regime_data(models, "half")
+
+
+def test_stimuli_report_reads_the_ratio_and_its_ci(tmp_path):
+    stim = _load("stimuli")
+    rows = []
+    for regime, uni in (("same", 0.52), ("disjoint", 0.45)):
+        for m in ("a", "b"):
+            for kind, kl in (("cloner", 0.50), ("universal", uni)):
+                lo, hi = (uni / 0.5 - 0.01, uni / 0.5 + 0.01) if kind == "universal" else (float("nan"),) * 2
+                rows.append(dict(regime=regime, predictor=kind, model=m, n_train_prompts=10, val_kl=0.3, best_epoch=3,
+                                 epochs_run=6, seconds=1.0, heldout_kl=kl, positional_kl=1.0, ratio_positional=kl,
+                                 ind_mass=0.4, ind_mass_true=0.6, ratio_lo=lo, ratio_hi=hi))
+    stim.write_report(pd.DataFrame(rows), tmp_path)
+    md = (tmp_path / "stimuli.md").read_text()
+    assert "| same | | universal / cloner [95 % CI] | 1.040 [1.030, 1.050] | 1.040 [1.030, 1.050] |" in md
+    assert "| disjoint | 10 (20) | universal |" in md  # the shared network saw both parts
+    assert (tmp_path / "stimuli.png").stat().st_size > 0
+
+
+def test_every_experiment_the_report_includes_is_a_dependency_of_the_report_stage():
+    import yaml
+
+    from attendome.report import EXPERIMENTS
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    included = {rel for rel, _, _ in EXPERIMENTS}
+    assert included == {d for d in deps if d.startswith("reports/")}
+    for rel, cmd, _ in EXPERIMENTS:  # each names the script that writes it, with that folder as --out
+        folder = str(Path(rel).parent)
+        assert f"--out {folder}" in cmd and (ROOT / cmd.split()[1]).is_file(), cmd
+
+
+def test_stimuli_regimes_need_the_shared_split():
+    from attendome.space.universal import ModelData
+
+    stim = _load("stimuli")
+    a, b = _segment_data(30, 9), _segment_data(30, 9)
+    b.prompt_ids[0] = "other"
+    with pytest.raises(ValueError, match="shared split"):
+        stim.regime_data([ModelData("a", a, a, a, 1, 1), ModelData("b", b, b, b, 1, 1)], "disjoint")
