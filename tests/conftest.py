@@ -36,9 +36,11 @@ def make_pipeline_repo(d, params: dict):
 
     import yaml
 
-    items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore", "reports/ablation",
-             "reports/sharing", "reports/more_data", "reports/layers",
-             "reports/schedule", "reports/layers_low", "reports/embed_dim"]
+    from attendome.report import EXPERIMENTS
+
+    # the experiment reports the stage `report` depends on (attendome.report.EXPERIMENTS)
+    items = ["attendome", "stages", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"]
+    items += sorted({str(Path(rel).parent) for rel, _, _ in EXPERIMENTS})
     for item in items:
         src = ROOT / item
         if src.is_dir():
