@@ -311,9 +311,10 @@ def _atlas(heads: dict[str, dict], families: dict[str, dict] | None = None) -> l
 
 
 EXPERIMENTS = (
-    ("reports/ablation/ablation.md", "python experiments/ablation.py --out reports/ablation",
+    ("reports/ablation/ablation.md", "python experiments/ablation.py --cloner-ranks 4 8 16 --universal-ranks 4 8 "
+     "--out reports/ablation",
      "Ablation: one params switch per row (held-out KL / positional KL, induction-target mass)"),
-    ("reports/sharing/sharing.md", "python experiments/sharing.py --out reports/sharing",
+    ("reports/sharing/sharing.md", "python experiments/sharing.py --transfer-budgets 1 2 4 --out reports/sharing",
      "Does sharing pay? Shared capacity of the universal encoder and family-out transfer"),
     ("reports/more_data/more_data.md", "python experiments/more_data.py --out reports/more_data",
      "More data: every window of the offline corpus (SmolLM2 and Gemma-3)"),
@@ -328,8 +329,9 @@ EXPERIMENTS = (
      "dim=64,lr=0.02 dim=128,lr=0.02 dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005 "
      "--title 'Embedding size of the universal encoder' --out reports/embed_dim",
      "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
-    ("reports/stimuli/stimuli.md", "python experiments/stimuli.py --out reports/stimuli",
-     "Does sharing pay when each model sees different prompts? (the brain-encoder setting)"),
+    ("reports/stimuli/stimuli.md", "python experiments/stimuli.py --out reports/stimuli && "
+     "python experiments/stimuli.py --regimes --sizes 16 48 --append --out reports/stimuli",
+     "Does sharing pay when each model sees different prompts (the brain-encoder setting), or when data is scarce?"),
 )
 """The experiment reports the report includes (file, command that writes it, heading). They are run
 by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, and deps of the stage

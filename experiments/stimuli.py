@@ -22,6 +22,14 @@ paired bootstrap CI over heads (:func:`attendome.board.metrics.ratio_ci`). If wh
 paying is that every model saw the same prompts, universal / cloner falls below 1 under ``disjoint``
 and not under ``same``.
 
+``--sizes N ...`` adds scarce-data regimes ``n=N``: every model on the same N training prompts (a
+seeded subset keeping each kind's share, nested across N). In the paper sharing pays because no single
+subject has enough data for its own model; if that is the mechanism here too, universal / cloner falls
+below 1 as N shrinks, and the size where it crosses says how data-starved a head must be for sharing
+to pay. ``--append`` keeps the rows of the regimes not rerun:
+
+    python experiments/stimuli.py --regimes --sizes 16 48 --append --out reports/stimuli
+
     python experiments/stimuli.py --out reports/stimuli
 
 writes ``stimuli.csv`` (one row per regime, predictor and model), ``stimuli.md`` and ``stimuli.png``.
@@ -37,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import induction_mass, pin_cpu, split_prompts  # noqa: E402
+from _common import induction_mass, pin_cpu, split_prompts, take_prompts  # noqa: E402
 
 pin_cpu()
 
@@ -46,13 +54,31 @@ import numpy as np  # noqa: E402  (after pin_cpu: OpenBLAS reads its core type a
 REGIMES = ("same", "disjoint", "all")
 
 
+def regime_order(regimes) -> list[str]:
+    """The regimes of a table in the order of the data per model: the scarce-data regimes ``n=N`` by N,
+    then ``same``, ``disjoint`` (1/K of the prompts per model) and ``all``."""
+    fixed = [r for r in REGIMES if r in set(regimes)]
+    return sorted({r for r in regimes if r not in REGIMES}, key=lambda r: int(r.split("=")[1])) + fixed
+
+
 def regime_data(models: list, regime: str, seed: int = 0) -> list:
     """The :class:`~attendome.space.universal.ModelData` of ``models`` with the training prompts of
-    ``regime`` (validation and held-out prompts unchanged)."""
+    ``regime`` (validation and held-out prompts unchanged): ``same``, ``disjoint``, ``all``, or ``n=N``
+    (scarce data: every model on the same N training prompts, a seeded subset that keeps each prompt
+    kind's share, :func:`_common.take_prompts`; nested, so ``n=24`` lies inside ``n=48``)."""
     from attendome.space.universal import ModelData
 
+    if regime.startswith("n="):
+        try:
+            n = int(regime[2:])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"regime {regime!r}: expected n=N with N >= 1 training prompts")
+        return [ModelData(m.key, take_prompts(m.train, n, seed), m.val, m.heldout, m.n_layers, m.n_heads)
+                for m in models]
     if regime not in REGIMES:
-        raise ValueError(f"regime {regime!r}: expected one of {REGIMES}")
+        raise ValueError(f"regime {regime!r}: expected one of {REGIMES} or n=N")
     if regime == "all":
         return list(models)
     if any(m.train.prompt_ids != models[0].train.prompt_ids for m in models):  # part i: the same prompts
@@ -69,7 +95,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m", "qwen25-coder-05b"])
-    ap.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
+    ap.add_argument("--regimes", nargs="*", choices=REGIMES, default=list(REGIMES))
+    ap.add_argument("--sizes", nargs="*", type=int, default=[],
+                    help="scarce-data regimes n=N: both predictors on the same N training prompts per model")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows of stimuli.csv whose regimes this run does not train")
     ap.add_argument("--out", default="reports/stimuli")
     ap.add_argument("--report-only", action="store_true", help="rewrite stimuli.md / .png from stimuli.csv")
     args = ap.parse_args(argv)
@@ -97,6 +127,12 @@ def main(argv=None) -> int:
     for f in ("feature_dims", "position_dims"):  # one data load serves both predictors
         if getattr(ce, f) != getattr(ee, f):
             raise SystemExit(f"error: clone.{f} != embed.{f}; this experiment loads the data once")
+    regimes = list(args.regimes) + [f"n={n}" for n in args.sizes]
+    if not regimes:
+        raise SystemExit("error: nothing to train: give --regimes or --sizes")
+    for r in regimes:  # checked before any data loads
+        if r.startswith("n=") and int(r[2:]) < 1:
+            raise SystemExit(f"error: --sizes {r[2:]}: expected a positive number of training prompts")
     rows = []
     with torch_threads(ee.threads):
         full, positional, ind = [], {}, {}
@@ -106,7 +142,7 @@ def main(argv=None) -> int:
             positional[key] = mean_positional_pattern(sd.train)
             ind[key] = head_labels(key=key, positive=params.leaderboard.positive_labels).query(
                 "head_type == 'induction'")
-        for regime in args.regimes:
+        for regime in regimes:
             models = regime_data(full, regime, ce.seed)
             per_head = {}
             t0 = time.perf_counter()
@@ -142,7 +178,11 @@ def main(argv=None) -> int:
             print(f"[stimuli] {regime}: " + ", ".join(
                 f"{r['model']} {r['predictor']} {r['ratio_positional']:.3f}" for r in rows if r["regime"] == regime),
                 flush=True)
-    write_report(pd.DataFrame(rows), out)
+    df = pd.DataFrame(rows)
+    if args.append and (out / "stimuli.csv").exists():
+        old = pd.read_csv(out / "stimuli.csv")
+        df = pd.concat([old[~old.regime.isin(regimes)], df], ignore_index=True)
+    write_report(df, out)
     return 0
 
 
@@ -156,9 +196,9 @@ def write_report(df, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "stimuli.csv", index=False)
     models = list(dict.fromkeys(df.model))
-    regimes = [r for r in REGIMES if r in set(df.regime)]
-    lines = ["## Sharing and stimuli: the models on the same, on disjoint, or on all training prompts "
-             "(one replicate)", "",
+    regimes = regime_order(df.regime)
+    lines = ["## Sharing and stimuli: the models on the same, on disjoint, or on all training prompts, "
+             "and on scarce data (one replicate)", "",
              "| regime | training prompts per model (shared network sees) | predictor | "
              + " | ".join(f"{m} KL/pos · ind. mass" for m in models) + " |",
              "|---|---|---|" + "---|" * len(models)]
@@ -182,7 +222,7 @@ def write_report(df, out: Path) -> None:
               "over heads (below 1 = sharing pays). Epochs chosen on the full validation split; the universal "
               "encoder trains on these models only (not the pipeline's five).", ""]
     (out / "stimuli.md").write_text("\n".join(lines))
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(8.4, 3.6))
     x = np.arange(len(models))
     width = 0.8 / max(len(regimes), 1)
     for i, regime in enumerate(regimes):
@@ -190,15 +230,17 @@ def write_report(df, out: Path) -> None:
         c = df[(df.regime == regime) & (df.predictor == "cloner")].set_index("model").loc[models]
         ratio = g.heldout_kl.to_numpy() / c.heldout_kl.to_numpy()
         err = np.abs(np.vstack([g.ratio_lo.to_numpy(), g.ratio_hi.to_numpy()]) - ratio)
-        ax.bar(x + (i - (len(regimes) - 1) / 2) * width, ratio, width, yerr=err, capsize=3, label=regime)
+        n = int(g.n_train_prompts.iloc[0])
+        label = f"{n} prompts per model" if regime.startswith("n=") else f"{regime} ({n} per model)"
+        ax.bar(x + (i - (len(regimes) - 1) / 2) * width, ratio, width, yerr=err, capsize=3, label=label)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(0.95, color="k", lw=0.8, ls=":", label="target 0.95")
     ax.set_xticks(x, models, fontsize=8)
     ax.set_ylabel("held-out KL universal / cloner\n(< 1: sharing pays)")
     lo = min(0.9, float(np.nanmin(df.ratio_lo)) - 0.02) if df.ratio_lo.notna().any() else 0.9
     ax.set_ylim(lo, max(1.1, float(np.nanmax(df.ratio_hi)) + 0.02) if df.ratio_hi.notna().any() else 1.1)
-    ax.legend(fontsize=7)
-    ax.set_title("does sharing pay when each model sees different prompts?", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("does sharing pay with different prompts, or with scarce data?", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "stimuli.png", dpi=120)
     print("\n".join(lines))

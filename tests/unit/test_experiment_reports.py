@@ -133,3 +133,65 @@ def test_stimuli_regimes_need_the_shared_split():
     b.prompt_ids[0] = "other"
     with pytest.raises(ValueError, match="shared split"):
         stim.regime_data([ModelData("a", a, a, a, 1, 1), ModelData("b", b, b, b, 1, 1)], "disjoint")
+
+
+def test_stimuli_scarce_regimes_give_every_model_the_same_nested_subset_with_each_kind_share():
+    from attendome.space.universal import ModelData
+
+    stim = _load("stimuli")
+    d = _segment_data(30, 10)
+    models = [ModelData(k, d, d, d, 1, 1) for k in ("a", "b")]
+    small, large = stim.regime_data(models, "n=8"), stim.regime_data(models, "n=20")
+    assert len({tuple(m.train.prompt_ids) for m in small}) == 1  # the same prompts for every model
+    assert len(small[0].train.prompt_ids) == 8 and len(large[0].train.prompt_ids) == 20
+    assert [sum(k == "repeat" for k in m.train.kinds) for m in (small[0], large[0])] == [2, 5]  # kinds' share
+    assert set(small[0].train.prompt_ids) <= set(large[0].train.prompt_ids)  # nested
+    assert all(m.val is d and m.heldout is d for m in small)
+    for bad in ("n=0", "n=x"):
+        with pytest.raises(ValueError, match="n=N"):
+            stim.regime_data(models, bad)
+    assert stim.regime_order(["n=48", "all", "n=8", "same"]) == ["n=8", "n=48", "same", "all"]
+
+
+def test_sharing_report_lists_each_transfer_budget_and_reads_earlier_csvs_without_one(tmp_path):
+    sharing = _load("sharing")
+    var = pd.DataFrame([dict(variant=v, settings="{}", model=m, best_val_kl=val, best_epoch=5, gap=0.02, val_kl=val,
+                             heldout_kl=0.3, ratio_positional=0.6, ratio_cloner=1.01, ind_mass=0.4, ind_mass_true=0.6)
+                        for v, val in (("default", 0.25), ("shared bank R=32", 0.24)) for m in ("a", "b")])
+    tr = pd.DataFrame([dict(family="fa", model="a", budget=b, heldout_kl=0.3 * r, joint_heldout_kl=0.3, ratio_joint=r,
+                            ratio_positional=0.6, best_epoch=3, induction_ap=0.3, joint_induction_ap=0.3,
+                            chance_ap=0.04, n_queries=5) for b, r in ((1.0, 1.061), (4.0, 1.02))])
+    for name, df in (("variants", var), ("transfer", tr)):
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+    (tmp_path / "curve.csv").write_text("\n")
+    assert sharing.main(["--report-only", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "sharing.md").read_text()
+    assert "| shared bank R=32 (best on validation) |" in md  # the lower validation KL, not held-out
+    assert "| fa | a | x1 (like for like) | 1.061 |" in md and "| fa | a | x4 | 1.020 |" in md
+    tr.drop(columns="budget").head(1).to_csv(tmp_path / "transfer.csv", index=False)  # an earlier run's file
+    assert sharing.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "| fa | a | x1 (like for like) | 1.061 |" in (tmp_path / "sharing.md").read_text()
+    with pytest.raises(SystemExit):
+        sharing.main(["--transfer-budgets", "0", "--out", str(tmp_path)])
+
+
+def test_ablation_report_marks_the_lowest_mean_validation_kl_of_each_predictor(tmp_path):
+    abl = _load("ablation")
+    rows = []
+    for row, vals, ratio in (("cloner r=2 + match terms", (0.30, 0.20), 0.5),  # best held out, worse on validation
+                             ("cloner r=4 + match terms", (0.20, 0.25), 0.7),
+                             ("universal r=2 + match terms", (0.40, 0.40), 0.6)):
+        for m, v in zip(("a", "b"), vals):
+            rows.append(dict(model=m, row=row, heldout_kl=ratio, ratio=ratio, val_kl=v, ind_mass=0.4,
+                             ind_mass_true=0.6, n_induction=2))
+    for m in ("a", "b"):
+        rows.append(dict(model=m, row="positional", heldout_kl=1.0, ratio=1.0, val_kl=None, ind_mass=0.1,
+                         ind_mass_true=0.6, n_induction=2))
+    lc = pd.DataFrame([dict(model="a", n_train_prompts=n, heldout_kl=0.5, ratio=0.5, val_kl=0.3) for n in (4, 8)])
+    abl.write_report(pd.DataFrame(rows), lc, tmp_path, note="*note*")
+    md = (tmp_path / "ablation.md").read_text()
+    assert md.startswith("*note*")
+    assert "| cloner r=4 + match terms | **0.20000** | 0.25000 | **0.22500** |" in md  # mean 0.225 < 0.25
+    assert "| cloner r=2 + match terms | 0.30000 | **0.20000** | 0.25000 |" in md
+    assert "| positional | 1.000 |" in md and "| positional | 1.0" not in md.split("Validation KL")[1]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
