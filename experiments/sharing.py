@@ -28,8 +28,8 @@ the ``embed`` stage's replicate 0), every choice read on the validation split on
     python experiments/sharing.py --transfer-budgets 1 2 4 --out reports/sharing
     python experiments/sharing.py --variants "hypernetwork rank 8" --no-transfer --append --out reports/sharing
 
-writes ``variants.csv``, ``curve.csv``, ``transfer.csv``, ``sharing.md`` and ``sharing.png`` (23 min
-on 2 cores for the default models, variants and transfer at budget x1, measured alone; ``--append``
+writes ``variants.csv``, ``curve.csv``, ``transfer.csv``, ``sharing.md`` and ``sharing.png`` (21 min
+29 s on 2 cores with ``--transfer-budgets 1 2 4`` at the defaults of commit 408881a, measured alone; ``--append``
 keeps the rows of the variants a run does not train).
 """
 
