@@ -329,6 +329,9 @@ EXPERIMENTS = (
      "dim=64,lr=0.02 dim=128,lr=0.02 dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005 "
      "--title 'Embedding size of the universal encoder' --out reports/embed_dim",
      "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
+    ("reports/stopping/stopping.md", "python experiments/stopping.py --settings patience=6,shared_hidden=0 "
+     "shared_hidden=0 patience=6 default --replicates 3 --out reports/stopping",
+     "Early stopping and the shared feature network of the universal encoder, over three replicates"),
     ("reports/stimuli/stimuli.md", "python experiments/stimuli.py --out reports/stimuli && "
      "python experiments/stimuli.py --regimes --sizes 16 48 --append --out reports/stimuli",
      "Does sharing pay when each model sees different prompts (the brain-encoder setting), or when data is scarce?"),
@@ -341,7 +344,8 @@ by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, 
 def _experiments(root: Path) -> list[str]:
     out = ["## What limits the learned space (experiments on this run's outputs)", ""]
     for rel, cmd, title in EXPERIMENTS:
-        out += [f"### {title}", "", f"`{cmd}` (one replicate per row; choices on validation only).", ""]
+        reps = "replicates as the table says" if "--replicates" in cmd else "one replicate per row"
+        out += [f"### {title}", "", f"`{cmd}` ({reps}; choices on validation only).", ""]
         f = root / rel
         if not f.exists():
             out += ["Not run for this commit.", ""]

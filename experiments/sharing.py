@@ -6,8 +6,9 @@ the ``embed`` stage's replicate 0), every choice read on the validation split on
 
 1. **Shared capacity** (``--variants``): the default universal encoder, then one switch at a time:
    ``shared_rank`` (a bank of R rank-1 bilinear forms shared by every head of every model, each
-   head weighting them from its embedding), ``shared_hidden`` (a shared feature network before every
-   head), ``rank`` (the per-head hypernetwork rank), ``dim``. Per model: validation and held-out KL,
+   head weighting them from its embedding), ``shared_hidden`` (the shared feature network before every
+   head, ``embed.shared_hidden``: ``no shared features`` switches it off), ``rank`` (the per-head
+   hypernetwork rank), ``dim``. Per model: validation and held-out KL,
    held-out KL / positional, / the per-head cloners' replicate 0 (``data/clone/<model>.parquet``),
    the induction-target mass of the atlas's induction heads on held-out repeat probes, and the
    train-validation gap at the chosen epoch (how much the variant memorises the training prompts).
@@ -28,9 +29,9 @@ the ``embed`` stage's replicate 0), every choice read on the validation split on
     python experiments/sharing.py --transfer-budgets 1 2 4 --out reports/sharing
     python experiments/sharing.py --variants "hypernetwork rank 8" --no-transfer --append --out reports/sharing
 
-writes ``variants.csv``, ``curve.csv``, ``transfer.csv``, ``sharing.md`` and ``sharing.png`` (21 min
-29 s on 2 cores with ``--transfer-budgets 1 2 4`` at the defaults of commit 408881a, measured alone; ``--append``
-keeps the rows of the variants a run does not train).
+writes ``variants.csv``, ``curve.csv``, ``transfer.csv``, ``sharing.md`` and ``sharing.png`` (27 min
+on 2 cores with ``--transfer-budgets 1 2 4`` at the defaults of patience 15 and the shared feature
+network, measured alone; ``--append`` keeps the rows of the variants a run does not train).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ VARIANTS = {
     "shared bank R=8": {"shared_rank": 8},
     "shared bank R=32": {"shared_rank": 32},
     "shared features 64": {"shared_hidden": 64},
+    "no shared features": {"shared_hidden": 0},
     "hypernetwork rank 8": {"rank": 8},
     "dim 8": {"dim": 8},
 }
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="reports/sharing")
-    ap.add_argument("--variants", nargs="*", default=["default", "shared bank R=32", "shared features 64"],
+    ap.add_argument("--variants", nargs="*", default=["default", "shared bank R=32", "no shared features"],
                     choices=list(VARIANTS))
     ap.add_argument("--fractions", nargs="*", type=float, default=[],
                     help="learning curve: fractions of the training prompts (e.g. 0.25 0.5; "

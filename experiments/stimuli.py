@@ -102,12 +102,13 @@ def main(argv=None) -> int:
                     help="keep the rows of stimuli.csv whose regimes this run does not train")
     ap.add_argument("--out", default="reports/stimuli")
     ap.add_argument("--report-only", action="store_true", help="rewrite stimuli.md / .png from stimuli.csv")
+    ap.add_argument("--note", default="", help="with --report-only: a line above the table (e.g. the params)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     import pandas as pd
 
     if args.report_only:
-        write_report(pd.read_csv(out / "stimuli.csv"), out)
+        write_report(pd.read_csv(out / "stimuli.csv"), out, args.note)
         return 0
 
     from attendome.board.metrics import ratio_ci
@@ -186,8 +187,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_report(df, out: Path) -> None:
-    """``stimuli.csv``, ``stimuli.md`` and ``stimuli.png`` from the rows of :func:`main`."""
+def write_report(df, out: Path, note: str = "") -> None:
+    """``stimuli.csv``, ``stimuli.md`` and ``stimuli.png`` from the rows of :func:`main`. ``note``: a
+    line above the table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,7 +199,8 @@ def write_report(df, out: Path) -> None:
     df.to_csv(out / "stimuli.csv", index=False)
     models = list(dict.fromkeys(df.model))
     regimes = regime_order(df.regime)
-    lines = ["## Sharing and stimuli: the models on the same, on disjoint, or on all training prompts, "
+    lines = ([note, ""] if note else []) + [
+             "## Sharing and stimuli: the models on the same, on disjoint, or on all training prompts, "
              "and on scarce data (one replicate)", "",
              "| regime | training prompts per model (shared network sees) | predictor | "
              + " | ".join(f"{m} KL/pos · ind. mass" for m in models) + " |",

@@ -457,6 +457,8 @@ class EmbedParams(TrainParams):
 
     dim: Pos
     heads_per_batch: Pos
+    shared_hidden: NonNeg = Field(description="width of the shared residual feature network before every "
+                                  "head (attendome.space.universal.UniversalEncoder; 0: none)")
     transfer_model: str | None
 
 

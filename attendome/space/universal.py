@@ -11,12 +11,15 @@ attention, with the predictor of :mod:`attendome.clone.model`:
     c_h = c_0 + M e_h                   (the head's absolute-position code in the shared basis)
     u_h = u_0 + U e_h                   (weights of the two match terms, when ``match_terms``)
 
-Shared capacity (experiment switches, off in the pipeline; ``experiments/sharing.py``):
-``shared_rank = R`` adds a bank of R rank-1 bilinear forms shared by every head of every model,
+Shared capacity: ``shared_rank = R`` (an experiment switch, off in the pipeline;
+``experiments/sharing.py``) adds a bank of R rank-1 bilinear forms shared by every head of every model,
 ``(Z W_Q)_j (Z_k W_K)_j``, which each head weights by ``a_h = a_0 + A e_h`` (R numbers from its
 embedding; the bank starts silent, ``a_0 = A = 0``): a per-head full-rank form that no single head's
-data has to support. ``shared_hidden = n`` passes the features through a shared residual network
-``Z + W_2 gelu(W_1 Z + c_1)`` (starting as the identity, ``W_2 = 0``) before every head.
+data has to support. ``shared_hidden = n`` (the param ``embed.shared_hidden``) passes the features
+through a shared residual network ``Z + W_2 gelu(W_1 Z + c_1)`` (starting as the identity, ``W_2 =
+0``) before every head: capacity that every head of every model shares, which per-head cloners do not
+have (``experiments/stopping.py``: validation KL 0.2380 ± 0.0014 over three replicates at n = 64 and
+patience 15, against 0.2412 ± 0.0001 without it).
 
 The absolute-position basis (``mu``, ``B_1..B_P``) is that of :func:`attendome.clone.model.positional_basis`
 over the training prompts of *all* models (pooled), fixed. Warm start, from training data only: the
@@ -205,19 +208,20 @@ def _val_kl(enc: UniversalEncoder, models: list[ModelData], batch: int) -> tuple
 
 
 def train_universal(models: list[ModelData], tp: EmbedParams, seed: int, tracker=None, progress: bool = True,
-                    desc: str = "universal", shared_rank: int = 0, shared_hidden: int = 0
+                    desc: str = "universal", shared_rank: int = 0, shared_hidden: int | None = None
                     ) -> tuple[UniversalEncoder, FitResult, dict[str, np.ndarray]]:
     """Train the universal encoder on ``models`` (see module docstring).
 
-    ``shared_rank`` / ``shared_hidden``: the shared capacity of :class:`UniversalEncoder` (0: none, the
-    pipeline's encoder). They are experiment switches (``experiments/sharing.py``), not params yet:
-    neither beat the default on validation at the default data size.
+    ``shared_rank``: the shared bank of :class:`UniversalEncoder` (0: none, the pipeline's encoder; an
+    experiment switch of ``experiments/sharing.py`` that did not beat the default on validation).
+    ``shared_hidden``: width of the shared feature network (``None``: ``tp.shared_hidden``).
 
     Returns:
         ``(encoder, fit result, updates)``: ``updates[key]`` is ``(n_heads,)`` the number of gradient
         updates each head of that model received up to the chosen epoch.
     """
     torch.manual_seed(seed)
+    shared_hidden = tp.shared_hidden if shared_hidden is None else shared_hidden
     d_in = models[0].train.d_in
     basis = None
     if tp.position_components:

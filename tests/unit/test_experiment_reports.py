@@ -195,3 +195,41 @@ def test_ablation_report_marks_the_lowest_mean_validation_kl_of_each_predictor(t
     assert "| cloner r=2 + match terms | 0.30000 | **0.20000** | 0.25000 |" in md
     assert "| positional | 1.000 |" in md and "| positional | 1.0" not in md.split("Validation KL")[1]
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
+
+
+def test_stopping_marks_the_lowest_mean_validation_kl_over_replicates_not_one_lucky_replicate(tmp_path):
+    stop = _load("stopping")
+    # A has the single best replicate (0.20) but the worse mean; B is better on average
+    vals = {"default": (0.20, 0.30, 0.31), "patience=15": (0.24, 0.24, 0.25)}
+    runs = pd.DataFrame([dict(setting=s, replicate=r, seed=r, best_val_kl=v, best_epoch=5, epochs_run=10,
+                              max_epochs=60, gap=0.01, seconds=2.0)
+                         for s, vs in vals.items() for r, v in enumerate(vs)])
+    curves = pd.DataFrame([dict(setting=s, replicate=r, epoch=e, train_kl=0.2, val_kl=v + 0.01 * (e != 5),
+                                lr=0.01, grad_norm=1.0)
+                           for s, vs in vals.items() for r, v in enumerate(vs) for e in range(10)])
+    rows = {r["setting"]: r for r in stop.summarise(runs)}
+    assert rows["patience=15"]["best"] and not rows["default"]["best"]
+    assert rows["default"]["mean"] == pytest.approx(0.27)
+    assert rows["patience=15"]["sd"] == pytest.approx(pd.Series([0.24, 0.24, 0.25]).std())
+    stop._write_report(tmp_path, runs, curves)
+    md = (tmp_path / "stopping.md").read_text()
+    marked = [line for line in md.splitlines() if "(best on validation)" in line]
+    assert len(marked) == 1 and marked[0].startswith("| patience=15")
+    assert "0.2000 / 0.3000 / 0.3100" in md and (tmp_path / "stopping.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("text,expected", [("default", {}), ("patience=15", {"patience": 15}),
+                                           ("shared_hidden=64,min_delta=0", {"shared_hidden": 64, "min_delta": 0}),
+                                           ("lr=0.01,prev_keys=false", {"lr": 0.01, "prev_keys": False})])
+def test_stopping_settings_parse_embed_params(text, expected):
+    from attendome.core.params import EmbedParams
+
+    assert _load("stopping").parse_setting(text, EmbedParams.model_fields)[1] == expected
+
+
+@pytest.mark.parametrize("text", ["patiance=15", "patience", "shared_hidden=64,foo=1"])
+def test_stopping_settings_reject_unknown_keys_before_any_training(text):
+    from attendome.core.params import EmbedParams
+
+    with pytest.raises(SystemExit, match="not key=value"):
+        _load("stopping").parse_setting(text, EmbedParams.model_fields)
