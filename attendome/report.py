@@ -330,7 +330,8 @@ EXPERIMENTS = (
      "--title 'Embedding size of the universal encoder' --out reports/embed_dim",
      "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
     ("reports/stopping/stopping.md", "python experiments/stopping.py --settings patience=6,shared_hidden=0 "
-     "shared_hidden=0 patience=6 default --replicates 3 --out reports/stopping",
+     "shared_hidden=0 patience=6 default --replicates 3 --out reports/stopping && python experiments/stopping.py "
+     "--settings shared_rank=32 --replicates 3 --append --out reports/stopping",
      "Early stopping and the shared feature network of the universal encoder, over three replicates"),
     ("reports/stimuli/stimuli.md", "python experiments/stimuli.py --out reports/stimuli && "
      "python experiments/stimuli.py --regimes --sizes 16 48 --append --out reports/stimuli",

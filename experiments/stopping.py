@@ -69,7 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", nargs="+", default=["default", "patience=15"])
     ap.add_argument("--replicates", type=int, default=3)
     ap.add_argument("--report-only", action="store_true", help="rewrite stopping.md and stopping.png from the CSVs")
-    ap.add_argument("--note", default="", help="with --report-only: a line above the table (e.g. the params)")
+    ap.add_argument("--note", default="", help="a line above the table (e.g. the params the runs were made at)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows of runs.csv / curves.csv whose settings this run does not train")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.report_only:
@@ -93,6 +95,10 @@ def main(argv=None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     runs, curves = [], []
+    if args.append and (out / "runs.csv").exists():  # earlier settings first, in their order
+        labels = {label for label, _ in settings}
+        runs = [r for r in pd.read_csv(out / "runs.csv").to_dict("records") if r["setting"] not in labels]
+        curves = [r for r in pd.read_csv(out / "curves.csv").to_dict("records") if r["setting"] not in labels]
     with torch_threads(params.embed.threads):
         models = load_model_data(params, params.embed)
         for label, switch in settings:
@@ -112,7 +118,7 @@ def main(argv=None) -> int:
                       f"{res.epochs_run} run, {sec:.0f} s)", flush=True)
                 pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)  # progress survives an interruption
                 pd.DataFrame(curves).to_csv(out / "curves.csv", index=False)
-    _write_report(out, pd.DataFrame(runs), pd.DataFrame(curves))
+    _write_report(out, pd.DataFrame(runs), pd.DataFrame(curves), args.note)
     return 0
 
 
