@@ -329,10 +329,16 @@ EXPERIMENTS = (
      "dim=64,lr=0.02 dim=128,lr=0.02 dim=64,lr=0.01 dim=64,lr=0.005 dim=128,lr=0.005 "
      "--title 'Embedding size of the universal encoder' --out reports/embed_dim",
      "Capacity per head: the embedding size of the universal encoder, each size at its own learning rate"),
-    ("reports/stopping/stopping.md", "python experiments/stopping.py --settings patience=6,shared_hidden=0 "
-     "shared_hidden=0 patience=6 default --replicates 3 --out reports/stopping && python experiments/stopping.py "
-     "--settings shared_rank=32 --replicates 3 --append --out reports/stopping",
-     "Early stopping and the shared feature network of the universal encoder, over three replicates"),
+    ("reports/stopping/stopping.md", "python experiments/stopping.py --settings ema=0,patience=6,shared_hidden=0 "
+     "ema=0,shared_hidden=0 ema=0,patience=6 ema=0 ema=0,shared_rank=32 ema=0.95 default ema=0.998 --replicates 3 "
+     "--out reports/stopping",
+     "Early stopping, the shared feature network and weight averaging of the universal encoder, over three "
+     "replicates"),
+    ("reports/replicates/replicates.md",
+     "git clone . ../attendome-replicates && cd ../attendome-replicates && dvc pull && dvc exp run -n replicates3 "
+     "-S clone.n_seeds=3 -S embed.n_seeds=3 && cd - && python experiments/replicates.py "
+     "--leaderboard ../attendome-replicates/metrics/leaderboard.json --out reports/replicates",
+     "Three replicates of every predictor: do the verdicts survive the spread over training seeds?"),
     ("reports/stimuli/stimuli.md", "python experiments/stimuli.py --out reports/stimuli && "
      "python experiments/stimuli.py --regimes --sizes 16 48 --append --out reports/stimuli",
      "Does sharing pay when each model sees different prompts (the brain-encoder setting), or when data is scarce?"),
@@ -345,7 +351,7 @@ by hand on the outputs of a ``dvc repro`` (minutes to an hour each), committed, 
 def _experiments(root: Path) -> list[str]:
     out = ["## What limits the learned space (experiments on this run's outputs)", ""]
     for rel, cmd, title in EXPERIMENTS:
-        reps = "replicates as the table says" if "--replicates" in cmd else "one replicate per row"
+        reps = "replicates as the table says" if "--replicates" in cmd or "n_seeds" in cmd else "one replicate per row"
         out += [f"### {title}", "", f"`{cmd}` ({reps}; choices on validation only).", ""]
         f = root / rel
         if not f.exists():

@@ -26,10 +26,18 @@ the ``embed`` stage's replicate 0), every choice read on the validation split on
    transferred KL then approaches the joint run's, the like-for-like fit (x1) is what limits transfer,
    not the frozen shared network.
 
+   Where transfer loses: every transferred head's held-out KL beside its joint-run KL
+   (``transfer_heads.csv``), summed up per model in the report by the atlas's head types and by depth
+   (thirds of the layers): the ratio of means and the share of the model's whole excess KL that each
+   group carries. ``--families smollm2`` leaves out only the families named (with ``--append`` the rows
+   of an earlier run that this one does not redo, other families or other budgets, stay).
+
     python experiments/sharing.py --transfer-budgets 1 2 4 --out reports/sharing
     python experiments/sharing.py --variants "hypernetwork rank 8" --no-transfer --append --out reports/sharing
+    python experiments/sharing.py --variants default --append --out reports/sharing
 
-writes ``variants.csv``, ``curve.csv``, ``transfer.csv``, ``sharing.md`` and ``sharing.png`` (27 min
+writes ``variants.csv``, ``curve.csv``, ``transfer.csv``, ``transfer_heads.csv``, ``sharing.md`` and
+``sharing.png`` (27 min
 on 2 cores with ``--transfer-budgets 1 2 4`` at the defaults of patience 15 and the shared feature
 network, measured alone; ``--append`` keeps the rows of the variants a run does not train).
 """
@@ -117,10 +125,12 @@ def main(argv=None) -> int:
     ap.add_argument("--transfer-budgets", nargs="+", type=float, default=[1.0],
                     help="multiples of the joint run's per-head update budget for the transfer fit (1 = the "
                          "issue's like-for-like budget; more shows whether the fit or the frozen network limits)")
+    ap.add_argument("--families", nargs="+", default=None,
+                    help="transfer: leave out only these families (default: every causal, non-control family)")
     ap.add_argument("--append", action="store_true",
                     help="keep the rows of variants.csv whose variants this run does not train, their "
                          "/cloner ratio recomputed against the current cloners (data/clone), and the "
-                         "transfer.csv of an earlier run when this one has --no-transfer")
+                         "transfer rows of the families this run does not leave out")
     ap.add_argument("--report-only", action="store_true", help="rewrite sharing.md and sharing.png from the CSVs")
     args = ap.parse_args(argv)
     if args.report_only:
@@ -141,11 +151,17 @@ def main(argv=None) -> int:
     from attendome.space.universal import fit_new_embeddings
 
     params = load_params(args.params)
+    known = list(dict.fromkeys(params.family(k) for k in params.models if not params.is_control(k)))
+    if args.families and set(args.families) - set(known):
+        raise SystemExit(f"error: --families {sorted(set(args.families) - set(known))}: not a family of the "
+                         f"run's non-control models {known}")
+    if args.families and "default" not in args.variants:
+        raise SystemExit("error: --families needs the 'default' variant (the joint run transfer is read against)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed = seed_for("universal", params.embed.seed, 0)
     pos_labels = params.leaderboard.positive_labels
-    rows, curve, transfer = [], [], []
+    rows, curve, transfer, transfer_heads, joint_per = [], [], [], [], {}
     with torch_threads(params.embed.threads):
         models = load_model_data(params, params.embed)
         real = [m for m in models if not params.is_control(m.key)]
@@ -164,6 +180,8 @@ def main(argv=None) -> int:
                 per = evaluate_heads(lambda b, k=m.key: enc(k, b), m.heldout, m.n, tp.batch_prompts,
                                      methods=("model",))
                 kl = float(per.query("kind == 'all' and metric == 'kl'").value.mean())
+                if name == "default":
+                    joint_per[m.key] = per
                 pm, tm = induction_mass(per, ind[m.key], m.n_heads)
                 rows.append(dict(variant=name, settings=json.dumps(VARIANTS[name]), model=m.key,
                                  best_val_kl=res.best_val, best_epoch=res.best_epoch, gap=_gap(res),
@@ -177,7 +195,8 @@ def main(argv=None) -> int:
             old["ratio_cloner"] = old.heldout_kl / old.model.map(cloner)  # against this run's cloners
             var = pd.concat([var, old], ignore_index=True)
         var.to_csv(out / "variants.csv", index=False)
-        best = min(fits, key=lambda n: fits[n][1].best_val)  # chosen on validation only
+        # chosen on validation only, over every variant in the table (with --append, earlier runs' too)
+        best = var.groupby("variant", sort=False).best_val_kl.first().idxmin()
         print(f"[sharing] best on validation: {best}", flush=True)
 
         for name in (dict.fromkeys(["default", best]) if args.fractions else ()):
@@ -201,7 +220,10 @@ def main(argv=None) -> int:
 
         if not args.no_transfer and "default" in fits:
             enc_j, res_j, counts_j, tp, _ = fits["default"]
-            families = dict.fromkeys(params.family(m.key) for m in real if m.train.causal)
+            families = [f for f in dict.fromkeys(params.family(m.key) for m in real if m.train.causal)
+                        if not args.families or f in args.families]
+            types = head_labels(key=None, positive=pos_labels).groupby(["model", "layer", "head"]).head_type.agg(
+                lambda t: ";".join(sorted(set(t))))
             Xj = {m.key: enc_j.embedding(m.key).numpy() for m in models}
             for fam in families:
                 held = [m for m in real if params.family(m.key) == fam]
@@ -237,14 +259,95 @@ def main(argv=None) -> int:
                                          best_epoch=fr.best_epoch, induction_ap=aps["transfer"][0],
                                          joint_induction_ap=aps["joint"][0], chance_ap=aps["transfer"][1],
                                          n_queries=aps["transfer"][2]))
+                    transfer_heads.append(_head_rows(fam, m, budget, per, joint_per[m.key], types))
                     print(f"[sharing] {m.key} transferred (budget x{budget:g}): KL / joint {kl / joint:.3f} "
                           f"(epoch {fr.best_epoch} of {fr.epochs_run})", flush=True)
         tr = pd.DataFrame(transfer)
-        if args.no_transfer and args.append and (out / "transfer.csv").exists():
-            tr = pd.read_csv(out / "transfer.csv") if (out / "transfer.csv").stat().st_size > 1 else tr
+        th = pd.concat(transfer_heads, ignore_index=True) if transfer_heads else pd.DataFrame()
+        if args.append:  # the transfer rows of the families this run did not leave out
+            rerun = families if not args.no_transfer else []
+            tr, th = (_keep_other_families(_read_csv(out / f), new, rerun, args.transfer_budgets)
+                      for f, new in (("transfer.csv", tr), ("transfer_heads.csv", th)))
         tr.to_csv(out / "transfer.csv", index=False)
-    _write_report(out, var, lc, tr, klpos, cloner, best)
+        th.to_csv(out / "transfer_heads.csv", index=False)
+    _write_report(out, var, lc, tr, klpos, cloner, best, th)
     return 0
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else pd.DataFrame()
+
+
+def _keep_other_families(old, new, rerun, budgets=()):
+    """``new`` plus the rows of ``old`` that this run did not redo: those of a family not in ``rerun``, or
+    of a fit budget not in ``budgets`` (an earlier run's x2 / x4 rows stay when this one fits x1 only)."""
+    import pandas as pd
+
+    if old.empty:
+        return new
+    redone = old.family.isin(rerun)
+    if "budget" in old.columns:
+        redone &= old.budget.isin(budgets)
+    out = pd.concat([old[~redone], new], ignore_index=True)
+    if "budget" in out.columns:  # each family's rows together (first-seen order), budgets ascending
+        rank = {f: i for i, f in enumerate(dict.fromkeys(out.family))}
+        out = out.assign(_f=out.family.map(rank)).sort_values(["_f", "budget"], kind="stable").drop(columns="_f")
+    return out.reset_index(drop=True)
+
+
+def _head_rows(fam: str, m, budget: float, per, joint, types):
+    """One row per head of a transferred model: its held-out KL transferred and in the joint run, and its
+    atlas types (``;``-joined; empty: none of the types)."""
+    import pandas as pd
+
+    def kl(p):
+        return p.query("kind == 'all' and metric == 'kl'").set_index("head_index").value.sort_index()
+
+    t, j = kl(per), kl(joint)
+    d = pd.DataFrame({"head_index": t.index, "kl_transfer": t.to_numpy(), "kl_joint": j.loc[t.index].to_numpy()})
+    d.insert(0, "family", fam)
+    d.insert(1, "model", m.key)
+    d.insert(2, "budget", budget)
+    d.insert(3, "layer", d.head_index // m.n_heads)
+    d.insert(4, "head", d.head_index % m.n_heads)
+    d.insert(5, "n_layers", m.n_layers)
+    d["types"] = [types.get((m.key, int(r.layer), int(r.head)), "") for r in d.itertuples()]
+    return d.drop(columns="head_index")
+
+
+def transfer_breakdown(th):
+    """Where a transferred model loses, per model at budget x1: heads grouped by atlas type (a head of two
+    types counts in both; ``no type``: none of them) and by thirds of the layers.
+
+    Returns:
+        ``model, group, n_heads, kl_joint, kl_transfer, ratio, excess_share``: mean held-out KL of the
+        group's heads in the joint run and transferred, their ratio (> 1: transfer is worse), and the
+        share of the model's whole excess KL (sum of transferred - joint over all its heads) that the
+        group carries (the type groups overlap, so their shares need not sum to 1; the thirds do).
+    """
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for model, d in th[th.budget == 1.0].groupby("model", sort=False):
+        excess = float((d.kl_transfer - d.kl_joint).sum())
+        third = np.minimum(3 * d.layer.to_numpy() // d.n_layers.to_numpy(), 2)
+        types = d.types.fillna("").astype(str)
+        groups = [(t, types.str.split(";").apply(lambda s, t=t: t in s).to_numpy())
+                  for t in sorted({x for s in types for x in s.split(";") if x})]
+        groups.append(("no type", (types == "").to_numpy()))
+        groups += [(f"layers {n} third", third == i) for i, n in enumerate(("1st", "2nd", "3rd"))]
+        for name, sel in groups:
+            g = d[sel]
+            if g.empty:
+                continue
+            rows.append(dict(model=model, group=name, n_heads=len(g), kl_joint=float(g.kl_joint.mean()),
+                             kl_transfer=float(g.kl_transfer.mean()),
+                             ratio=float(g.kl_transfer.mean() / g.kl_joint.mean()),
+                             excess_share=float((g.kl_transfer - g.kl_joint).sum() / excess) if excess else np.nan))
+    return pd.DataFrame(rows)
 
 
 def _report_from_csv(out: Path) -> int:
@@ -254,15 +357,16 @@ def _report_from_csv(out: Path) -> int:
     var = pd.read_csv(out / "variants.csv")
     lc = pd.read_csv(out / "curve.csv") if (out / "curve.csv").stat().st_size > 1 else pd.DataFrame()
     tr = pd.read_csv(out / "transfer.csv") if (out / "transfer.csv").stat().st_size > 1 else pd.DataFrame()
+    th = _read_csv(out / "transfer_heads.csv")
     first = var.drop_duplicates("model").set_index("model")
     klpos = (first.heldout_kl / first.ratio_positional).to_dict()
     cloner = (first.heldout_kl / first.ratio_cloner).to_dict()
     best = var.groupby("variant", sort=False).best_val_kl.first().idxmin()
-    _write_report(out, var, lc, tr, klpos, cloner, best)
+    _write_report(out, var, lc, tr, klpos, cloner, best, th)
     return 0
 
 
-def _write_report(out: Path, var, lc, tr, klpos, cloner, best) -> None:
+def _write_report(out: Path, var, lc, tr, klpos, cloner, best, th=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,6 +411,18 @@ def _write_report(out: Path, var, lc, tr, klpos, cloner, best) -> None:
                   "network limits it); the epoch within each fit is chosen on the model's validation prompts. "
                   "Induction AP: each transferred induction head queries the other models' heads (cosine, "
                   "centred embeddings) against the exact chance of a random ranking.", ""]
+    if th is not None and not th.empty:
+        bd = transfer_breakdown(th)
+        lines += ["## Where transfer loses (budget x1, per head group)", "",
+                  "| model | heads | n | KL joint | KL transferred | ratio | share of the excess |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.model} | {r.group} | {r.n_heads} | {r.kl_joint:.4f} | {r.kl_transfer:.4f} | "
+                  f"{r.ratio:.3f} | {r.excess_share:.0%} |" for r in bd.itertuples()]
+        lines += ["", "Heads grouped by the atlas's types (labels high / medium; a head of two types counts in "
+                  "both; `no type`: none) and by thirds of the layers. Ratio: mean transferred held-out KL over "
+                  "the joint run's (ratio of means, as in KL / joint above). Share of the excess: the group's "
+                  "part of the model's summed excess KL (transferred - joint); a group that carries more than "
+                  "its share of heads is where the frozen shared network fits the left-out family worst.", ""]
     (out / "sharing.md").write_text("\n".join(lines))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]

@@ -38,7 +38,7 @@ from _common import pin_cpu  # noqa: E402
 
 pin_cpu()
 
-KW_ONLY = ("shared_rank", "shared_hidden")  # keywords of train_universal that are not embed params (yet)
+KW_ONLY = ("shared_rank", "shared_hidden")  # keywords of train_universal (shared_hidden is also an embed param)
 
 
 def parse_setting(text: str, fields) -> tuple[str, dict]:

@@ -15,6 +15,12 @@ Training hygiene, the same for all of them:
   run's seed and the replicate index, so no two models (and no two replicates) start from the same
   weights.
 
+* **Weight averaging** (optional, ``ema`` > 0): an exponential moving average of the parameters,
+  updated after every optimiser step with decay ``min(ema, (1 + t) / (10 + t))`` at step ``t`` (the
+  short warm-up keeps the average from dwelling on the initial weights). Validation, the choice of
+  the best epoch and the returned parameters then use the average; the optimiser keeps training the
+  raw parameters. It smooths the step-to-step noise of a predictor trained on sampled heads.
+
 Every epoch's train KL, validation KL, learning rate and mean gradient norm are returned (and sent
 to MLflow through the caller's tracker), so the curves can be looked at.
 """
@@ -108,7 +114,8 @@ def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
 
 def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Generator], Iterable[Callable[[], tuple]]],
         steps_per_epoch: int, validate: Callable[[], float], tp, rng: np.random.Generator,
-        tracker=None, desc: str = "train", progress: bool = True, log_prefix: str = "") -> FitResult:
+        tracker=None, desc: str = "train", progress: bool = True, log_prefix: str = "",
+        ema: float | None = None) -> FitResult:
     """Train ``params`` with the hygiene of the module docstring.
 
     Args:
@@ -119,14 +126,20 @@ def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Gener
         steps_per_epoch: number of closures per epoch (for the schedule).
         validate: mean KL on the validation split with the current parameters.
         tp: training params (``epochs, lr, weight_decay, grad_clip, warmup_epochs, min_lr_frac,
-            patience``).
+            patience, min_delta, ema``).
         rng: numpy generator of the batch order.
         tracker: optional :class:`~attendome.core.tracking.Tracker`.
         log_prefix: prefix of the MLflow metric names (e.g. ``transfer.``).
+        ema: decay of the moving average of the parameters that is validated and kept (0: off, the
+            raw parameters; ``None``: ``tp.ema``; see the module docstring). The train KL stays that
+            of the raw parameters.
 
     Returns:
         :class:`FitResult`; ``params`` hold the best validation epoch's values.
     """
+    ema = tp.ema if ema is None else ema
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema {ema}: the decay of the weight average must be in [0, 1)")
     opt = torch.optim.AdamW(params, lr=tp.lr, weight_decay=tp.weight_decay)
     total = tp.epochs * steps_per_epoch
     warm = int(round(tp.warmup_epochs * steps_per_epoch))
@@ -134,6 +147,8 @@ def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Gener
     best = (math.inf, -1, [p.detach().clone() for p in params])
     history: list[dict] = []
     bad = 0
+    avg = [p.detach().clone() for p in params] if ema else None  # the moving average of the parameters
+    n_steps = 0
     bar = progress_bar(range(tp.epochs), desc, enabled=progress, unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
@@ -146,7 +161,18 @@ def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Gener
             norms.append(float(torch.nn.utils.clip_grad_norm_(params, tp.grad_clip)))
             opt.step()
             sched.step()
+            if avg is not None:
+                decay = min(ema, (1 + n_steps) / (10 + n_steps))
+                with torch.no_grad():
+                    for a, p in zip(avg, params):
+                        a.lerp_(p.detach(), 1 - decay)
+            n_steps += 1
             kl_sum, n_rows = kl_sum + s, n_rows + n
+        if avg is not None:  # validate (and keep) the average; training goes on from the raw values
+            raw = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, a in zip(params, avg):
+                    p.copy_(a)
         val = float(validate())
         rec = {"epoch": epoch, "train_kl": kl_sum / max(n_rows, 1), "val_kl": val, "lr": lr,
                "grad_norm": float(np.mean(norms)) if norms else 0.0}
@@ -161,6 +187,10 @@ def fit(params: list[torch.nn.Parameter], epoch_steps: Callable[[np.random.Gener
             bad = 0 if improved else bad + 1
         else:
             bad += 1
+        if avg is not None:
+            with torch.no_grad():
+                for p, r in zip(params, raw):
+                    p.copy_(r)
         if bad >= tp.patience:
             break
     with torch.no_grad():

@@ -412,7 +412,8 @@ class TrainParams(_Frozen):
     Training hygiene (:mod:`attendome.clone.training`): AdamW (``lr``, ``weight_decay``), gradient
     clipping at ``grad_clip``, linear warm-up for ``warmup_epochs`` then cosine decay to
     ``min_lr_frac * lr``, early stopping on the validation split after ``patience`` epochs without
-    improvement (the best validation epoch is kept). ``n_seeds`` replicates with seeds derived from
+    improvement (the best validation epoch is kept), optionally on a moving average of the
+    parameters (``ema``). ``n_seeds`` replicates with seeds derived from
     the model key give the spread of every number.
     """
 
@@ -437,6 +438,8 @@ class TrainParams(_Frozen):
     min_lr_frac: float = Field(ge=0, le=1)
     patience: Pos
     min_delta: float = Field(ge=0, lt=1, description="relative validation improvement that resets the patience")
+    ema: float = Field(ge=0, lt=1, description="decay of the moving average of the parameters that is validated "
+                       "and kept (0: off; attendome.clone.training.fit)")
     n_seeds: Pos
     seed: NonNeg
     threads: Pos = Field(description="torch CPU threads of training and evaluation, fixed so that the numbers do "

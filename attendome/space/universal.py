@@ -208,13 +208,15 @@ def _val_kl(enc: UniversalEncoder, models: list[ModelData], batch: int) -> tuple
 
 
 def train_universal(models: list[ModelData], tp: EmbedParams, seed: int, tracker=None, progress: bool = True,
-                    desc: str = "universal", shared_rank: int = 0, shared_hidden: int | None = None
-                    ) -> tuple[UniversalEncoder, FitResult, dict[str, np.ndarray]]:
+                    desc: str = "universal", shared_rank: int = 0, shared_hidden: int | None = None,
+                    ema: float | None = None) -> tuple[UniversalEncoder, FitResult, dict[str, np.ndarray]]:
     """Train the universal encoder on ``models`` (see module docstring).
 
     ``shared_rank``: the shared bank of :class:`UniversalEncoder` (0: none, the pipeline's encoder; an
     experiment switch of ``experiments/sharing.py`` that did not beat the default on validation).
     ``shared_hidden``: width of the shared feature network (``None``: ``tp.shared_hidden``).
+    ``ema``: decay of the weight average that is validated and kept (:func:`~attendome.clone.training.fit`;
+    ``None``: ``tp.ema``, as the transfer fit uses it).
 
     Returns:
         ``(encoder, fit result, updates)``: ``updates[key]`` is ``(n_heads,)`` the number of gradient
@@ -270,7 +272,7 @@ def train_universal(models: list[ModelData], tp: EmbedParams, seed: int, tracker
         return v
 
     res = fit(list(enc.parameters()), epoch_steps, steps, validate, tp, np.random.default_rng(seed), tracker,
-              desc=desc, progress=progress)
+              desc=desc, progress=progress, ema=ema)
     return enc.eval(), res, per_epoch_counts[res.best_epoch]
 
 

@@ -122,7 +122,8 @@ def test_every_experiment_the_report_includes_is_a_dependency_of_the_report_stag
     assert included == {d for d in deps if d.startswith("reports/")}
     for rel, cmd, _ in EXPERIMENTS:  # each names the script that writes it, with that folder as --out
         folder = str(Path(rel).parent)
-        assert f"--out {folder}" in cmd and (ROOT / cmd.split()[1]).is_file(), cmd
+        scripts = [w for w in cmd.split() if w.startswith("experiments/") and w.endswith(".py")]
+        assert f"--out {folder}" in cmd and scripts and all((ROOT / w).is_file() for w in scripts), cmd
 
 
 def test_stimuli_regimes_need_the_shared_split():
@@ -173,6 +174,69 @@ def test_sharing_report_lists_each_transfer_budget_and_reads_earlier_csvs_withou
     assert "| fa | a | x1 (like for like) | 1.061 |" in (tmp_path / "sharing.md").read_text()
     with pytest.raises(SystemExit):
         sharing.main(["--transfer-budgets", "0", "--out", str(tmp_path)])
+
+
+def test_transfer_breakdown_by_head_type_and_depth_against_hand_computed_shares(tmp_path):
+    sharing = _load("sharing")
+    # 6 layers x 1 head; layers 0-1 first third, 2-3 second, 4-5 third. Excess (transfer - joint):
+    # 0.0, 0.1, 0.0, 0.1, 0.2, 0.0 -> total 0.4
+    th = pd.DataFrame(dict(family="f", model="m", budget=1.0, layer=range(6), head=0, n_layers=6,
+                           kl_joint=[0.2, 0.2, 0.4, 0.4, 0.2, 0.2], kl_transfer=[0.2, 0.3, 0.4, 0.5, 0.4, 0.2],
+                           types=["", "induction", "", "induction;retrieval", "previous_token", None]))
+    th = pd.concat([th, th.assign(budget=4.0, kl_transfer=th.kl_joint)])  # other budgets are not summed up
+    bd = sharing.transfer_breakdown(th).set_index("group")
+    assert list(bd.index) == ["induction", "previous_token", "retrieval", "no type",
+                              "layers 1st third", "layers 2nd third", "layers 3rd third"]
+    assert bd.loc["induction"].n_heads == 2
+    assert bd.loc["induction"].ratio == pytest.approx(0.8 / 0.6)
+    assert bd.loc["induction"].excess_share == pytest.approx(0.5)
+    assert bd.loc["no type"].n_heads == 3 and bd.loc["no type"].excess_share == pytest.approx(0.0)
+    assert bd.loc["previous_token"].excess_share == pytest.approx(0.5)
+    thirds = bd.loc[["layers 1st third", "layers 2nd third", "layers 3rd third"]]
+    assert thirds.excess_share.tolist() == pytest.approx([0.25, 0.25, 0.5])
+    # --append keeps the other families' rows of an earlier run and replaces the rerun family's
+    old = pd.DataFrame(dict(family=["f", "g"], v=[1, 2]))
+    kept = sharing._keep_other_families(old, pd.DataFrame(dict(family=["f"], v=[3])), ["f"])
+    assert sorted(zip(kept.family, kept.v)) == [("f", 3), ("g", 2)]
+    assert sharing._keep_other_families(old, pd.DataFrame(), []).equals(old)  # --no-transfer: all kept
+    old = pd.DataFrame(dict(family=["f", "f", "g"], budget=[1.0, 4.0, 1.0], v=[1, 2, 3]))
+    kept = sharing._keep_other_families(old, pd.DataFrame(dict(family=["f"], budget=[1.0], v=[9])), ["f"], [1.0])
+    assert list(zip(kept.family, kept.budget, kept.v)) == [("f", 1.0, 9), ("f", 4.0, 2), ("g", 1.0, 3)]
+    # the report shows the table
+    var = pd.DataFrame([dict(variant="default", settings="{}", model="m", best_val_kl=0.25, best_epoch=5, gap=0.02,
+                             val_kl=0.25, heldout_kl=0.3, ratio_positional=0.6, ratio_cloner=1.0, ind_mass=0.4,
+                             ind_mass_true=0.6)])
+    var.to_csv(tmp_path / "variants.csv", index=False)
+    (tmp_path / "curve.csv").write_text("\n")
+    (tmp_path / "transfer.csv").write_text("\n")
+    th.to_csv(tmp_path / "transfer_heads.csv", index=False)
+    assert sharing.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert "| m | induction | 2 | 0.3000 | 0.4000 | 1.333 | 50% |" in (tmp_path / "sharing.md").read_text()
+    with pytest.raises(SystemExit, match="not a family"):
+        sharing.main(["--families", "no-such-family", "--out", str(tmp_path)])
+
+
+def test_replicates_report_sets_one_replicate_beside_several():
+    rep = _load("replicates")
+
+    def board(n, umap, sd, diff, ratio):
+        d = {"mean": diff, "n_queries": 4, "ci95_by_model": [diff - 0.01, diff + 0.01]}
+        return {"methods": {m: {"induction": {"all": {"map": {"mean": umap if m == "universal" else 0.2, "chance": 0.05,
+                                                             "ci95_by_model": [0.1, 0.5], "seed_sd": sd,
+                                                             "n_seeds": n}}}}
+                            for m in ("universal", "cloner")},
+                "differences": {"induction": {f"universal-{o}": d for o in ("rsa", "cloner", "depth_stats")}},
+                "reconstruction": {"a": {"universal_over_cloner": ratio, "universal_over_cloner_ci95": [ratio - .002,
+                                                                                                       ratio + .002],
+                                         "universal_over_positional": 0.6, "control": False}}}
+
+    one, many = board(1, 0.40, None, -0.065, 1.009), board(3, 0.45, 0.012, 0.030, 0.991)
+    lines = "\n".join(rep.comparison(one, many))
+    assert "| induction | 0.400 | 0.450 ± 0.012 | 0.200 ± 0.012 | -0.065 [-0.07, -0.06] behind | " \
+           "+0.030 [0.02, 0.04] ahead |" in lines
+    assert "| a | 1.009 [1.007, 1.011] | 0.991 [0.989, 0.993] | 0.600 | 0.600 |" in lines
+    with pytest.raises(SystemExit, match="matching refs"):
+        rep.exp_ref("no-such-experiment")
 
 
 def test_ablation_report_marks_the_lowest_mean_validation_kl_of_each_predictor(tmp_path):

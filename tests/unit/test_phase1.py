@@ -182,6 +182,45 @@ def test_fit_keeps_the_best_validation_epoch_and_stops_early():
     assert validate() == pytest.approx(res.best_val)
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.8])
+def test_fit_validates_and_keeps_the_weight_average_by_hand(ema):
+    # noisy targets make the raw parameter jump; with ema the validated (and kept) values must be the
+    # hand-computed average of the raw trajectory, and training must go on from the raw values
+    torch.manual_seed(0)
+    targets = torch.randn(3 * 4, 2) * 3
+    w = torch.nn.Parameter(torch.zeros(2))
+    tp = TrainParams(epochs=3, lr=0.5, patience=10, warmup_epochs=0, weight_decay=0.0, grad_clip=100.0,
+                     min_lr_frac=1.0)
+    raw, seen = [], []
+
+    def epoch_steps(rng):
+        for _ in range(4):
+            def step():
+                raw.append(w.detach().clone())  # the raw value after the previous step
+                return ((w - targets[len(raw) - 1]) ** 2).sum(), 0.0, 1
+            yield step
+
+    def validate():
+        seen.append(w.detach().clone())
+        return -float(len(seen))  # every epoch "improves": the last one is kept
+
+    fit([w], epoch_steps, 4, validate, tp, np.random.default_rng(0), progress=False, ema=ema)
+    if ema == 0:  # the raw parameters are validated: epoch 0's value is where epoch 1 starts from
+        assert torch.equal(seen[0], raw[4]) and torch.equal(seen[1], raw[8])
+    else:
+        avg = torch.zeros(2)
+        for t in range(8):  # raw[t + 1]: the value after step t
+            d = min(ema, (1 + t) / (10 + t))
+            avg = d * avg + (1 - d) * raw[t + 1]
+            if t == 3:
+                assert torch.allclose(seen[0], avg, atol=1e-6)
+        assert torch.allclose(seen[1], avg, atol=1e-6)
+        assert not torch.allclose(raw[4], seen[0])  # training resumed from the raw value, not the average
+    assert torch.equal(w.detach(), seen[-1])  # the best (last) epoch's validated values are kept
+    with pytest.raises(ValueError, match="ema"):
+        fit([w], epoch_steps, 4, validate, tp, np.random.default_rng(0), progress=False, ema=1.0)
+
+
 def test_learning_rate_schedule_warms_up_then_decays():
     f = [lr_factor(s, 100, 10, 0.05) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
