@@ -20,7 +20,7 @@ experiment's ``metrics/leaderboard.json`` from its git ref, ``refs/exps/.../NAME
 ``replicates.md``: the generated "what the numbers say" and reconstruction table of the replicated
 run, and per head type the universal and cloner mAP with their spread over replicates and every
 paired difference that decides a target (universal − rsa / cloner / scores / depth / depth_stats),
-one replicate against three. Nothing is trained here; the run itself took 39 min on 2 cores
+one replicate against three. Nothing is trained here; the run itself took 42 min 8 s on 2 cores
 (clone@* and embed onward, measured alone).
 """
 
@@ -48,6 +48,12 @@ def exp_ref(name: str, cwd: str = ".") -> str:
     return hits[0]
 
 
+def n_replicates(board: dict) -> int:
+    """How many replicates the universal encoder's mAP of ``board`` averages (1 when not recorded)."""
+    return max((t["all"]["map"].get("n_seeds", 1) for t in board["methods"].get("universal", {}).values()
+                if "all" in t), default=1)
+
+
 def _ci(ci, digits: int = 2) -> str:
     return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci and None not in ci else ""
 
@@ -57,8 +63,7 @@ def comparison(one: dict, many: dict) -> list[str]:
     replicated run (``many``); per real causal model, universal / cloner."""
     from attendome.report import _verdict
 
-    n = max((t["all"]["map"].get("n_seeds", 1) for t in many["methods"].get("universal", {}).values()
-             if "all" in t), default=1)
+    n = n_replicates(many)
     lines = [f"### One replicate (default `dvc repro`) against {n}", "",
              "| head type | universal mAP, 1 | universal mAP, {0} (± sd over replicates) | cloner mAP, {0} (± sd) "
              "| universal − rsa, 1 | universal − rsa, {0} | universal − cloner, {0} | universal − depth_stats, {0} |"
@@ -124,8 +129,7 @@ def main(argv=None) -> int:
     one = json.loads(Path(args.baseline).read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    n = max((t["all"]["map"].get("n_seeds", 1) for t in many["methods"].get("universal", {}).values()
-             if "all" in t), default=1)
+    n = n_replicates(many)
     lines = [f"## {n} replicates of every predictor (the paper setting)", "",
              f"Read from {source}." + (f" {args.note}" if args.note else ""), ""]
     lines += comparison(one, many)
